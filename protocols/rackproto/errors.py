@@ -63,3 +63,7 @@ class ConfigError(RackError, ValueError):
 
 class RangeError(RackError, ValueError):
     """A value is outside the writable range of a register."""
+
+
+class QuantityError(FrameError):
+    """A quantity or byte count outside the Modbus limits (a server answers exception 03)."""

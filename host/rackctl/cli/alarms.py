@@ -1,0 +1,95 @@
+"""``rackctl alarms``: list and acknowledge alarms stored by the daemon.
+
+Works on the database file, so it also works when the daemon is down. An ack
+written here is seen by a running daemon at its next start (it keeps open
+alarms in memory); to ack live, use the REST API (POST /api/alarms/{id}/ack).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from rackctl.cli.common import (
+    EXIT_USAGE,
+    CliError,
+    TimeParam,
+    cli_errors,
+    db_option,
+    iso,
+    open_store,
+    stdout_console,
+)
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _manager(db_path: str) -> Any:
+    from rackctl.alarms import AlarmManager
+
+    return AlarmManager(open_store(db_path))
+
+
+def alarm_table(alarms: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("id", "device", "alarm", "severity", "state", "raised", "cleared", "message"):
+        table.add_column(col, justify="right" if col == "id" else "left")
+    for a in alarms:
+        style = SEVERITY_STYLE.get(a.severity, "") if a.active else "dim"
+        table.add_row(
+            str(a.id),
+            f"{a.device_name} ({a.device})",
+            a.name,
+            a.severity,
+            a.state + (" acked" if a.acked and a.active else ""),
+            iso(a.raised_at),
+            iso(a.cleared_at) if a.cleared_at else "",
+            a.message,
+            style=style,
+        )
+    return table
+
+
+@click.group(invoke_without_command=True)
+@db_option
+@click.option("--all", "show_all", is_flag=True, help="Include cleared alarms (history).")
+@click.option("--since", type=TimeParam(), default="-7d", show_default=True, help="With --all: start.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@cli_errors
+def command(ctx: click.Context, db_path: str, show_all: bool, since: float, as_json: bool) -> None:
+    """List open alarms (active, or latched and not yet acknowledged)."""
+    ctx.obj = db_path
+    if ctx.invoked_subcommand is not None:
+        return
+    mgr = _manager(db_path)
+    try:
+        alarms = mgr.history(since=since) if show_all else mgr.list()
+    finally:
+        mgr.store.close()
+    if as_json:
+        click.echo(json.dumps([a.as_dict() for a in alarms], indent=1))
+        return
+    title = "alarm history" if show_all else f"{len(alarms)} open alarm(s)"
+    stdout_console().print(alarm_table(alarms, title))
+
+
+@command.command("ack")
+@click.argument("alarm_ids", nargs=-1, type=int, required=True)
+@click.pass_obj
+@cli_errors
+def ack(db_path: str, alarm_ids: tuple[int, ...]) -> None:
+    """Acknowledge ALARM_IDS (see the id column of `rackctl alarms`)."""
+    mgr = _manager(db_path)
+    try:
+        for alarm_id in alarm_ids:
+            try:
+                alarm = mgr.ack(alarm_id)
+            except KeyError:
+                raise CliError(f"no alarm {alarm_id} — `rackctl alarms --all` lists them", EXIT_USAGE) from None
+            click.echo(f"acknowledged {alarm.id}: {alarm.device_name} {alarm.name} ({alarm.state})")
+    finally:
+        mgr.store.close()

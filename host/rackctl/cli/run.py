@@ -1,0 +1,171 @@
+"""``rackctl run`` (what ``make run`` calls): the whole stack on one laptop.
+
+Starts the default emulated rack on a pty (rackhil), the daemon polling it with
+history in ./var/, /metrics and the REST API on 127.0.0.1, and a live monitor.
+Ctrl-C stops everything in order: monitor, HTTP, daemon (last cycle flushed),
+then the rack. Without a terminal it prints a summary line every few seconds
+instead of redrawing. ``--port`` skips the emulator and watches an existing bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.live import Live
+
+from rackctl import daemon_view as view
+from rackctl.cli.common import EXIT_CONFIG, CliError, cli_errors, stdout_console
+from rackctl.cli.daemon import install_signal_handlers, serve
+from rackctl.http_server import HttpServer, parse_bind
+from rackctl.monitor_view import render, summary_line
+
+log = logging.getLogger("rackctl.cli.run")
+
+# the default emulated rack when rackhil does not say otherwise: (unit id, map, name)
+DEFAULT_LAYOUT: tuple[tuple[int, str, str], ...] = ((1, "power_shelf", "shelf-1"), (2, "cdu", "cdu-1"))
+
+
+@dataclass
+class RackHandle:
+    """What ``run`` needs from an emulated rack: a port, who is on it, how to stop it."""
+
+    port: str
+    layout: tuple[tuple[int, str, str], ...] = DEFAULT_LAYOUT
+    stop: Any = field(default=lambda: None)
+
+
+def start_emulated_rack() -> RackHandle:
+    """Start the default software rack in real time on a pty.
+
+    TODO(rackhil): bind to the final ``rackhil.rack`` API once it lands. Expected
+    shape: ``Rack.default(realtime=True)`` with ``.start()``, a pty ``.port``,
+    ``.devices`` as ``(unit, map_name, name)`` and ``.stop()``.
+    """
+    try:
+        from rackhil.rack import Rack  # lazy: only `run` and `sim` need the emulator
+    except ImportError as exc:
+        raise CliError(
+            f"the emulated rack is not available ({exc}); "
+            "watch a real bus or pty instead: rackctl run --port /dev/ttyUSB0",
+            EXIT_CONFIG,
+        ) from None
+    rack = Rack.default(realtime=True) if hasattr(Rack, "default") else Rack()
+    if hasattr(rack, "start"):
+        rack.start()
+    layout = tuple(getattr(rack, "devices", ()) or ()) or DEFAULT_LAYOUT
+    return RackHandle(port=str(rack.port), layout=layout, stop=getattr(rack, "stop", lambda: None))
+
+
+def build_config(port: str, layout: tuple[tuple[int, str, str], ...], db: str, http: str, parity: str, baud: int) -> Any:
+    """The daemon config for the emulated rack (a pty: 8N1, any baud)."""
+    from rackctl.config import parse
+
+    host, http_port = parse_bind(http)
+    return parse(
+        {
+            "buses": [{"name": "rack", "port": port, "baud": baud, "parity": parity,
+                       "timeout": 0.3, "retries": 1, "reprobe": 5}],
+            "devices": [{"id": unit, "map": m, "name": name} for unit, m, name in layout],
+            "store": {"path": db},
+            "http": {"bind": host, "port": http_port, "token": os.environ.get("RACKCTL_TOKEN", "")},
+        }
+    )
+
+
+def links_for(cfg: Any) -> dict[str, Any] | None:
+    """Bus links for the daemon; None lets it open the serial ports (tests swap this)."""
+    return None
+
+
+async def live_view(daemon: Any, server: HttpServer, stop: asyncio.Event, interactive: bool, every: float) -> None:
+    """Redraw the monitor (TTY) or log a summary line every ``every`` seconds."""
+    console = stdout_console()
+    footer = f"REST {server.url}/api/devices   metrics {server.url}/metrics   Ctrl-C stops"
+
+    def frame() -> Any:
+        return render(view.devices(daemon), view.latest(daemon), view.alarms(daemon), footer=footer)
+
+    if interactive:
+        with Live(frame(), console=console, refresh_per_second=2, screen=False) as screen:
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                screen.update(frame())
+        return
+    click.echo(f"rackctl run: REST {server.url}/api/devices, metrics {server.url}/metrics")
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        line = summary_line(view.devices(daemon), view.latest(daemon), view.alarms(daemon), view.counters(daemon))
+        click.echo(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+async def run_stack(cfg: Any, *, interactive: bool, every: float, duration: float | None) -> None:
+    from rackctl.daemon import Daemon
+
+    daemon = Daemon(cfg, links=links_for(cfg))
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    tasks: list[asyncio.Task[Any]] = []
+
+    def ready(server: HttpServer) -> None:
+        tasks.append(asyncio.create_task(live_view(daemon, server, stop, interactive, every)))
+        if duration is not None:
+            asyncio.get_running_loop().call_later(duration, stop.set)
+
+    try:
+        await serve(daemon, cfg, stop=stop, on_ready=ready)
+    finally:
+        stop.set()
+        for task in tasks:
+            await task
+
+
+@click.command()
+@click.option("--port", help="Watch this bus instead of starting the emulated rack.")
+@click.option("--parity", type=click.Choice(["N", "E", "O"]), default="N", show_default=True,
+              help="Parity for --port (the emulator's pty needs N).")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--ids", default="", help="With --port: unit ids as ID:MAP,… e.g. 1:power_shelf,2:cdu.")
+@click.option("--http", default="127.0.0.1:8080", show_default=True, help="REST + /metrics bind (port 0: any free one).")
+@click.option("--db", default="var/rackctl.db", show_default=True, help="History database.")
+@click.option("--every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between summary lines (no terminal).")
+@click.option("--duration", type=click.FloatRange(min=0), hidden=True, help="Stop after N seconds (CI).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+@cli_errors
+def command(port: str | None, parity: str, baud: int, ids: str, http: str, db: str, every: float,
+            duration: float | None, log_level: str) -> None:
+    """Run the emulated rack, the daemon, /metrics, REST and a live monitor (Ctrl-C stops)."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    rack = RackHandle(port=port, layout=_layout(ids)) if port else start_emulated_rack()
+    try:
+        cfg = build_config(rack.port, rack.layout, db, http, parity, baud)
+        interactive = sys.stdout.isatty()
+        asyncio.run(run_stack(cfg, interactive=interactive, every=every, duration=duration))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rack.stop()
+
+
+def _layout(text: str) -> tuple[tuple[int, str, str], ...]:
+    if not text:
+        return DEFAULT_LAYOUT
+    out = []
+    for part in text.split(","):
+        unit, sep, map_name = part.partition(":")
+        if not sep or not unit.strip().isdigit() or map_name not in ("power_shelf", "cdu"):
+            raise click.BadParameter(f"{part!r}: expected ID:MAP with MAP power_shelf or cdu", param_hint="--ids")
+        out.append((int(unit), map_name, f"{map_name}-{unit.strip()}"))
+    return tuple(out)

@@ -1,0 +1,175 @@
+"""Rich rendering of live rack state, shared by ``rackctl monitor`` and ``rackctl run``.
+
+Pure functions from state to renderables: the callers own the polling and the
+``rich.live.Live`` loop, and tests can render to a string without a terminal.
+Anything alarming is highlighted: an offline device, a register that carries an
+active alarm, a fault/alarm flag register with bits set.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.columns import Columns
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from rackctl.daemon_view import AlarmView, DeviceView, Sample
+
+# registers that are bookkeeping, not telemetry: left out of the live view
+HIDDEN_PREFIXES = ("event", "update_", "unlock_")
+HIDDEN = {"vendor", "model", "serial", "hw_rev", "fw_version", "board_type", "map_version",
+          "event_select", "command"}  # fmt: skip
+ALARM_WORDS = ("fault", "alarm", "warn", "trip", "leak")
+SEVERITY_STYLE = {"critical": "bold white on red", "warning": "bold yellow", "info": "cyan"}
+
+
+def shown(name: str, sample: Sample) -> bool:
+    if name in HIDDEN or name.startswith(HIDDEN_PREFIXES):
+        return False
+    return not isinstance(sample.value, bytes)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+def alarming_registers(alarms: Iterable[AlarmView]) -> dict[tuple[int, str], str]:
+    """(device, register) -> severity for every active alarm keyed on a register."""
+    out: dict[tuple[int, str], str] = {}
+    for a in alarms:
+        if a.active:
+            reg = a.key.split(".", 1)[0].removeprefix("rule:")
+            out[(a.device, reg)] = a.severity
+    return out
+
+
+def _flag_alarm(name: str, value: Any) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and any(w in name for w in ALARM_WORDS)
+
+
+_REPEATED = re.compile(r"^([a-z]+)(\d+)_(.+)$")
+
+
+def _style(dev: DeviceView, name: str, s: Sample, hot: Mapping[tuple[int, str], str],
+           now: float, stale_after: float) -> str:
+    severity = hot.get((dev.id, name))
+    if severity is not None:
+        return SEVERITY_STYLE.get(severity, "bold red")
+    if _flag_alarm(name, s.value):
+        return SEVERITY_STYLE["critical"] if "fault" in name else SEVERITY_STYLE["warning"]
+    if now - s.ts > stale_after:
+        return "dim"
+    return ""
+
+
+def _cell(value: Any, unit: str, style: str) -> Text:
+    return Text(f"{_format(value)} {unit}".rstrip(), style=style)
+
+
+def device_panel(
+    dev: DeviceView,
+    samples: Mapping[str, Sample],
+    hot: Mapping[tuple[int, str], str],
+    now: float,
+    stale_after: float = 10.0,
+) -> Panel:
+    """One device: telemetry in a register/value table, repeated blocks (psu1..psu6,
+    pump1..pump2) as one matrix; red/yellow for alarms, dim when stale."""
+    telemetry = {r.name for r in dev.registers if r.table in ("input", "discrete")}
+    singles = Table.grid(padding=(0, 1))
+    singles.add_column(style="bold")
+    singles.add_column(justify="right")
+    groups: dict[str, dict[str, dict[int, Text]]] = {}
+    for name, s in sorted(samples.items()):
+        if not shown(name, s) or (telemetry and name not in telemetry):
+            continue
+        cell = _cell(s.value, s.unit, _style(dev, name, s, hot, now, stale_after))
+        m = _REPEATED.match(name)
+        if m:
+            groups.setdefault(m.group(1), {}).setdefault(m.group(3), {})[int(m.group(2))] = cell
+        else:
+            singles.add_row(name, cell)
+    parts: list[RenderableType] = [singles]
+    for prefix, members in groups.items():
+        indexes = sorted({i for cells in members.values() for i in cells})
+        matrix = Table(box=None, padding=(0, 1), show_edge=False)
+        matrix.add_column(prefix, style="bold")
+        for i in indexes:
+            matrix.add_column(f"{prefix}{i}", justify="right")
+        for member, cells in members.items():
+            matrix.add_row(member, *(cells.get(i, Text("")) for i in indexes))
+        parts.append(matrix)
+    state = Text("online", style="green") if dev.online else Text("OFFLINE", style="bold red")
+    title = Text.assemble(f"{dev.id} {dev.name} ", (f"[{dev.board}] ", "cyan"), state)
+    return Panel(Group(*parts), title=title, border_style="green" if dev.online else "red", expand=False)
+
+
+def alarm_table(alarms: Iterable[AlarmView], limit: int = 10) -> Table:
+    table = Table(title="alarms", expand=False)
+    for col in ("id", "device", "alarm", "severity", "state", "message"):
+        table.add_column(col)
+    rows = sorted(alarms, key=lambda a: (not a.active, -(a.raised_at or 0)))
+    for a in rows[:limit]:
+        state = "active" if a.active else "cleared"
+        if a.acked:
+            state += " acked"
+        style = SEVERITY_STYLE.get(a.severity, "") if a.active else "dim"
+        table.add_row(str(a.id), str(a.device), a.name, a.severity, state, a.message, style=style)
+    return table
+
+
+def render(
+    devices: Iterable[DeviceView],
+    latest: Mapping[int, Mapping[str, Sample]],
+    alarms: Iterable[AlarmView] = (),
+    now: float | None = None,
+    footer: str = "",
+) -> RenderableType:
+    """The whole live view: device panels side by side, then the alarm table."""
+    now = time.time() if now is None else now
+    alarms = list(alarms)
+    hot = alarming_registers(alarms)
+    panels = [device_panel(d, latest.get(d.id, {}), hot, now) for d in devices]
+    parts: list[RenderableType] = [Columns(panels) if panels else Text("no devices yet", style="dim")]
+    if alarms:
+        parts.append(alarm_table(alarms))
+    if footer:
+        parts.append(Text(footer, style="dim"))
+    return Group(*parts)
+
+
+def summary_line(
+    devices: Iterable[DeviceView],
+    latest: Mapping[int, Mapping[str, Sample]],
+    alarms: Iterable[AlarmView] = (),
+    counters: Mapping[int, Mapping[str, int]] | None = None,
+) -> str:
+    """One line for logs and non-TTY output: devices up, values, active alarms, errors."""
+    devices = list(devices)
+    active = [a for a in alarms if a.active]
+    up = sum(1 for d in devices if d.online)
+    values = sum(len(latest.get(d.id, {})) for d in devices)
+    parts = [f"{up}/{len(devices)} devices online", f"{values} values"]
+    if counters:
+        req = sum(c.get("requests", 0) for c in counters.values())
+        err = sum(c.get(k, 0) for c in counters.values() for k in ("crc_errors", "timeouts", "exceptions"))
+        parts.append(f"{req} requests, {err} errors")
+    if active:
+        names = ", ".join(f"{a.device}:{a.name}" for a in active[:5])
+        more = f" +{len(active) - 5}" if len(active) > 5 else ""
+        parts.append(f"{len(active)} active alarm(s): {names}{more}")
+    else:
+        parts.append("no active alarms")
+    return "; ".join(parts)

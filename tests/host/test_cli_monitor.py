@@ -1,0 +1,84 @@
+"""The live view (rackctl.monitor_view): what is shown, what is highlighted, the summary line."""
+
+from __future__ import annotations
+
+from rackctl.daemon_view import AlarmView, DeviceView, Sample
+from rackctl.monitor_view import (
+    SEVERITY_STYLE,
+    alarming_registers,
+    device_panel,
+    render,
+    summary_line,
+)
+from rich.console import Console
+
+NOW = 1000.0
+DEVS = [DeviceView(1, "power_shelf", "shelf-1", True), DeviceView(2, "cdu", "cdu-1", False)]
+LATEST = {
+    1: {
+        "dc_v": Sample(51.25, "V", NOW),
+        "shelf_status": Sample(["ac_lost"], "", NOW),
+        "psu1_status": Sample(["ov_fault"], "", NOW),
+        "alarms": Sample(["high_temp"], "", NOW),
+        "sensor_faults": Sample(["t_supply"], "", NOW),
+        "leak_zones": Sample([], "", NOW),
+        "serial": Sample("PS1", "", NOW),
+        "event1_kind": Sample("reset", "", NOW),
+    },
+    2: {"flow": Sample(80.0, "L/min", NOW - 60)},
+}
+ALARMS = [
+    AlarmView(7, 1, "dc high", "rule:dc high", "critical", True, False, NOW, None, "dc_v 55 > 53"),
+    AlarmView(8, 1, "ov", "psu1_status.ov_fault", "warning", True, True, NOW, None, ""),
+    AlarmView(9, 2, "old", "flow.low", "warning", False, True, NOW - 99, NOW - 50, ""),
+]
+
+
+def text_of(renderable: object) -> str:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def _cell_styles(panel: object) -> dict[str, str]:
+    """register name -> style of its value cell, from the singles grid and the matrices."""
+    out: dict[str, str] = {}
+    for table in panel.renderable.renderables:  # type: ignore[attr-defined]
+        prefix = table.columns[0].header
+        for col in table.columns[1:]:
+            for member, cell in zip(table.columns[0].cells, col.cells, strict=True):
+                name = f"{col.header}_{member}" if prefix else member
+                out[name] = str(cell.style)
+    return out
+
+
+def test_render_shows_devices_values_and_alarms() -> None:
+    out = text_of(render(DEVS, LATEST, ALARMS, now=NOW, footer="press Ctrl-C"))
+    assert "shelf-1" in out and "[power_shelf]" in out and "OFFLINE" in out
+    assert "51.25" in out and "dc_v" in out
+    assert "serial" not in out.split("alarms")[0] and "event1_kind" not in out  # bookkeeping hidden
+    assert "dc high" in out and "press Ctrl-C" in out
+
+
+def test_alarm_keys_map_to_registers() -> None:
+    assert alarming_registers(ALARMS) == {(1, "dc high"): "critical", (1, "psu1_status"): "warning"}
+
+
+def test_highlighting() -> None:
+    hot = alarming_registers(ALARMS)
+    styles = _cell_styles(device_panel(DEVS[0], LATEST[1], hot, NOW))
+    assert styles["psu1_status"] == SEVERITY_STYLE["warning"]  # carried by an active alarm
+    # flag bits set in fault/alarm registers are highlighted even before an alarm exists
+    assert styles["alarms"] == SEVERITY_STYLE["warning"]
+    assert styles["sensor_faults"] == SEVERITY_STYLE["critical"]
+    assert styles["leak_zones"] == ""  # no bits set
+    assert styles["shelf_status"] == ""  # plain status flags are not alarms
+    assert styles["dc_v"] == ""
+    stale = _cell_styles(device_panel(DEVS[1], LATEST[2], hot, NOW))
+    assert stale["flow"] == "dim"
+
+
+def test_summary_line() -> None:
+    line = summary_line(DEVS, LATEST, ALARMS, {1: {"requests": 10, "timeouts": 2}, 2: {"crc_errors": 1}})
+    assert line.startswith("1/2 devices online; 9 values; 10 requests, 3 errors; 2 active alarm(s)")
+    assert summary_line(DEVS, {}, []).endswith("no active alarms")
