@@ -33,13 +33,15 @@ from rackfw.regbank import RegBank
 from rackfw.rtu import RtuLink
 from rackfw.timebase import Uptime, ticks_add, ticks_diff
 from rackfw.unlock import Unlock
+from rackfw.update import UpdateMailbox
 from rackfw.version import APP_NAME, FW_VERSION, VENDOR, VENDOR_URL
 
 # flash layout (offsets into the flash HAL, 4 KiB sectors)
 CONFIG_BASE = const(0)  # two sectors: config copies A and B
 EVLOG_BASE = const(2 * 4096)
 EVLOG_SECTORS = const(4)  # 1024 events
-FLASH_USED = const(6 * 4096)
+UPDATE_BASE = const(6 * 4096)  # staging area for a firmware image: the rest of the flash
+UPDATE_POLL_US = const(1000)  # housekeeping pace while an update operation is pending
 
 DEFAULT_PERIOD_MS = const(100)
 CONFIG_SAVE_DELAY_MS = const(1000)  # debounce: one flash write per burst of settings
@@ -90,7 +92,7 @@ class Board:
         hw_rev=1,
         reset_cause=0,
         model=None,
-        temp_channel=-1,
+        temp_channel=0,
         reset=None,
     ):
         if regs is None:
@@ -177,6 +179,9 @@ class Board:
             self, devid, unit_id,
         )
         self.window = EventWindow(bank, self.events, regs)
+        staging = flash.size() - UPDATE_BASE
+        self.update = UpdateMailbox(bank, regs, flash, UPDATE_BASE, staging if staging > 0 else 0,
+                                    self.events)
         self.events.log(ev.EV_RESET, reset_cause, self.events.boot)
 
         # loop state
@@ -238,6 +243,8 @@ class Board:
         t = wait_ms * 1000
         if t < 0:
             t = 0
+        if self.update.busy() and t > UPDATE_POLL_US:
+            t = UPDATE_POLL_US
         if d < 0 or d > t:
             d = t
         return d
@@ -280,6 +287,8 @@ class Board:
                     self.reset()
         if self._cfg_dirty and ticks_diff(now_ms, self._cfg_dirty_at) >= CONFIG_SAVE_DELAY_MS:
             self.save_config()
+        if self.update.busy():
+            self.update.service()
         if self.events.pending():
             self.events.flush()
             if self.window.changed():
@@ -324,7 +333,7 @@ class Board:
         return self.unlock.unlocked(self.clock.ticks_ms())
 
     def busy(self):
-        return False
+        return self.update.busy()
 
     def write_coil(self, addr, bit):
         self.bank.coils[addr] = bit
@@ -353,8 +362,9 @@ class Board:
             if raw == CMD_REBOOT and self.reset is None:
                 return 4
             self._command = raw
-        elif addr >= regs.UPDATE_COMMAND:
-            return 4  # firmware update over Modbus: not offered by this build
+        elif addr == regs.UPDATE_COMMAND:
+            self.update.command(raw)
+            return 0  # the outcome is in update_result; the command register reads 0
         self.bank.hr[addr] = raw
         if self._persist[addr]:
             self._cfg_dirty = True

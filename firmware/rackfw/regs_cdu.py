@@ -6,6 +6,7 @@ from rackproto/maps/common.toml, rackproto/maps/cdu.toml.
 
 from micropython import const
 
+# fmt: off
 REGMAP_VERSION = const(1)
 REGMAP_BOARD_TYPE = const(2)
 IR_SIZE = const(134)

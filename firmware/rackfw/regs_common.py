@@ -6,6 +6,7 @@ from rackproto/maps/common.toml.
 
 from micropython import const
 
+# fmt: off
 REGMAP_VERSION = const(1)
 IR_SIZE = const(96)
 HR_SIZE = const(96)

@@ -6,6 +6,7 @@ from rackproto/maps/common.toml, rackproto/maps/power_shelf.toml.
 
 from micropython import const
 
+# fmt: off
 REGMAP_VERSION = const(1)
 REGMAP_BOARD_TYPE = const(1)
 IR_SIZE = const(318)

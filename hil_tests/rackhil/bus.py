@@ -7,14 +7,15 @@ fault node) implements the node contract of ``docs/contracts.md``::
     advance(until_us) -> [(start_us, data), ...]   # what it drove while DE was high
 
 The bus steps everyone in lockstep quanta (``quantum_us``, default 1 ms, never more
-than t3.5 so a frame end cannot be missed), charges each byte its real character
+than t3.5 so a frame end cannot be missed; ``idle_quantum_us`` optionally lets a
+silent bus take longer steps, which saves round trips to VM nodes between polls), charges each byte its real character
 time (:mod:`rackhil.wire`), delivers every transmission to every other attachment
 and garbles the bytes of transmissions that overlap in time (two drivers at once).
 
 Ordering within one step ``(now, target]`` and why:
 
 1. *Passive* attachments (host ports: ``passive = True``; they only talk when a
-   program writes) hand over what was written; their start times are known now.
+   program writes, between steps) hand over what was written, starting by now.
 2. Bytes arriving by ``target`` are delivered to the *active* nodes **before** they
    run, so a node sees a host request byte-exact, at its true arrival time.
 3. Active nodes run to ``target`` (batched through ``rackhil.node.advance_all``
@@ -147,6 +148,7 @@ class Bus:
         *,
         seed: int = 0,
         quantum_us: int = 1000,
+        idle_quantum_us: int | None = None,
         pacer: AsFastAsPossible | RealTimePacer | None = None,
         advance_all: Callable[[Sequence[Any], int], Any] | None = None,
     ) -> None:
@@ -156,6 +158,7 @@ class Bus:
         self.seed = seed
         self.rng = random.Random(seed)
         self.quantum_us = min(quantum_us, line.t35_us)
+        self.idle_quantum_us = max(self.quantum_us, idle_quantum_us or self.quantum_us)
         self.pacer = pacer or AsFastAsPossible()
         self.now_us = 0
         self.line_faults: list[LineFault] = []
@@ -236,17 +239,18 @@ class Bus:
         if not self._started:
             self.pacer.start(self.now_us)
             self._started = True
-        target = self.now_us + self.quantum_us
+        live = [a for a in self._attached if a.enabled]
+        passive = [a for a in live if a.passive]
+        active = [a for a in live if not a.passive]
+        for a in passive:  # host writes happen between steps: they start at or before now
+            self._register_all(a, a.node.advance(self.now_us))
+        quantum = self.idle_quantum_us if not self._inflight else self.quantum_us
+        target = self.now_us + quantum
         if limit_us is not None:
             target = min(target, limit_us)
         if target <= self.now_us:
             return self.now_us
         self.lag_s = self.pacer.wait_until(target)
-        live = [a for a in self._attached if a.enabled]
-        passive = [a for a in live if a.passive]
-        active = [a for a in live if not a.passive]
-        for a in passive:
-            self._register_all(a, a.node.advance(target))
         self._commit(active, target)
         if active:
             results = self._advance_all([a.node for a in active], target)

@@ -22,6 +22,7 @@ left out of the packet and counted in the text log.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +60,20 @@ class Capture:
     """Record every byte on a bus (attach with ``Capture(bus=bus)``)."""
 
     def __init__(
-        self, line: LineSettings | None = None, *, bus: Bus | None = None, epoch_s: float = 0.0
+        self,
+        line: LineSettings | None = None,
+        *,
+        bus: Bus | None = None,
+        epoch_s: float = 0.0,
+        max_bytes: int | None = None,
     ) -> None:
-        """``line`` defaults to the bus's settings (it sets the t3.5 used to cut frames)."""
+        """``line`` defaults to the bus's settings (it sets the t3.5 used to cut frames).
+
+        ``max_bytes`` keeps only the most recent bytes (a ring), for long real-time runs.
+        """
         self.line = line or (bus.line if bus is not None else DEFAULT_LINE)
         self.epoch_s = epoch_s
-        self.bytes: list[WireByte] = []
+        self.bytes: deque[WireByte] = deque(maxlen=max_bytes)
         if bus is not None:
             bus.add_listener(self.on_byte)
 

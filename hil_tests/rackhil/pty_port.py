@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LINK = Path("/tmp/rack/ttyRACK")
 _READ_CHUNK = 4096
+MAX_BACKLOG = 65536  # bytes kept for a program that does not read (beyond the pty's own buffer)
 
 
 class PtyPort:
@@ -54,6 +55,7 @@ class PtyPort:
         self._out = bytearray()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.overruns = 0
         if link is not None:
             self.link = _symlink(Path(link), self.path)
         bus.attach(self, passive=True)
@@ -68,6 +70,10 @@ class PtyPort:
     def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
         self._out += data
         self._flush_out()
+        excess = len(self._out) - MAX_BACKLOG
+        if excess > 0:  # the program stopped reading: overrun, as a real UART would
+            del self._out[:excess]
+            self.overruns += excess
 
     def advance(self, until_us: int) -> list[tuple[int, bytes]]:
         self._flush_out()

@@ -31,6 +31,7 @@ from collections import deque
 from .bus import Bus
 
 DEFAULT_TIMEOUT_S = 1.0
+MAX_FRAME_READ = 512  # twice the longest RTU frame (256 bytes)
 
 
 class HostPort:
@@ -69,9 +70,10 @@ class HostPort:
             self._rx = deque(sorted(rx, key=lambda item: item[0]))
 
     def advance(self, until_us: int) -> list[tuple[int, bytes]]:
-        out = []
-        while self._tx and self._tx[0][0] <= until_us:
-            out.append(self._tx.popleft())
+        # Everything written is handed over at once: the UART sends it back to back
+        # from the start times fixed by write(), and the bus delivers each byte when due.
+        out = list(self._tx)
+        self._tx.clear()
         return out
 
     # ---- serial-like API ------------------------------------------------------
@@ -113,8 +115,14 @@ class HostPort:
         """Up to ``size`` bytes; steps the bus until they arrived or ``timeout`` expired."""
         deadline = None if self.timeout is None else self.bus.now_us + round(self.timeout * 1_000_000)
         while len(self._rx) < size and (deadline is None or self.bus.now_us < deadline):
-            self.bus.step(deadline)
+            self._wait_step(deadline)
         return self._take(min(size, len(self._rx)))
+
+    def _wait_step(self, deadline: int | None) -> None:
+        """One fine step while a reader waits: the reply is seen within one quantum of
+        its arrival even on a bus that takes long steps when idle (``idle_quantum_us``)."""
+        limit = self.bus.now_us + self.bus.quantum_us
+        self.bus.step(limit if deadline is None else min(limit, deadline))
 
     def read_all(self) -> bytes:
         return self._take(len(self._rx))
@@ -129,11 +137,13 @@ class HostPort:
         self.bus.detach(self)
 
     # ---- frame-level helpers (Modbus RTU) -------------------------------------
-    def read_frame(self, timeout: float | None = None) -> bytes:
+    def read_frame(self, timeout: float | None = None, *, max_bytes: int = MAX_FRAME_READ) -> bytes:
         """Wait for a frame: its first byte within ``timeout`` s, then bytes until t3.5 of silence.
 
         Returns ``b""`` when nothing arrived in time.  The end of the frame is decided
-        on arrival timestamps, exactly as an RTU receiver does.
+        on arrival timestamps, exactly as an RTU receiver does.  A line that never
+        falls silent (a babbling node) returns after ``max_bytes`` bytes, so the
+        caller sees an over-long frame instead of waiting forever.
         """
         timeout = self.timeout if timeout is None else timeout
         t35 = self.bus.line.t35_us
@@ -141,7 +151,7 @@ class HostPort:
         while not self._rx:
             if deadline is not None and self.bus.now_us >= deadline:
                 return b""
-            self.bus.step(deadline)
+            self._wait_step(deadline)
         frame = bytearray()
         last_t = 0
         while True:
@@ -153,10 +163,13 @@ class HostPort:
                 self._rx.popleft()
                 frame.append(b)
                 last_t = t
+                if len(frame) >= max_bytes:
+                    self.bytes_read += len(frame)
+                    return bytes(frame)
             if self.bus.now_us - last_t >= t35:
                 self.bytes_read += len(frame)
                 return bytes(frame)
-            self.bus.step(last_t + t35)
+            self._wait_step(last_t + t35)
 
     def transact(self, request: bytes, timeout: float | None = None) -> bytes:
         """Send ``request`` (after flushing stale input), wait for the reply frame."""

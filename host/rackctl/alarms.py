@@ -19,6 +19,7 @@ at start-up, so a restart neither forgets nor re-raises them.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 import time
@@ -184,7 +185,7 @@ class AlarmManager:
         """Open alarms (active, or latched and unacknowledged), newest first."""
         return sorted(self._open.values(), key=lambda a: (-a.raised_at, -a.id))
 
-    def active(self) -> list[Alarm]:
+    def active(self) -> builtins.list[Alarm]:
         return [a for a in self.list() if a.active]
 
     def get(self, alarm_id: int) -> Alarm:
@@ -198,7 +199,7 @@ class AlarmManager:
             raise KeyError(f"no alarm {alarm_id}")
         return _row(row)
 
-    def history(self, since: float = 0.0, limit: int = 1000) -> list[Alarm]:
+    def history(self, since: float = 0.0, limit: int = 1000) -> builtins.list[Alarm]:
         """Every alarm raised since ``since`` (epoch s), newest first."""
         with self.store.lock:
             rows = self.store.conn.execute(

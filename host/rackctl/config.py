@@ -66,8 +66,8 @@ class StoreConfig:
     """History database and its retention policy (see docs/host-config.md)."""
 
     path: str = "var/rackctl.db"
-    raw_retention: float = 6 * 3600.0
-    downsample_retention: float = 90 * 86400.0
+    raw_retention: float = 2 * 3600.0
+    downsample_retention: float = 14 * 86400.0
     changes_only: str = "slow"  # which registers are stored only when they change
     slow_poll: float = 5.0  # a register polled at >= this interval counts as slow
     heartbeat: float = 600.0  # an unchanged value is still stored at least this often

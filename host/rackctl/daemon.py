@@ -16,14 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rackproto import regmap as regmaps
-from rackproto.errors import ConfigError, RackError
-
 from rackctl.alarms import AlarmManager
 from rackctl.config import Config, DeviceConfig
 from rackctl.modbus_client import Counters, ModbusLink, RtuClient
 from rackctl.scheduler import ONLINE, BusScheduler, DevicePoller, plan_reads, poll_intervals
 from rackctl.store import Store
+from rackproto import regmap as regmaps
+from rackproto.errors import ConfigError, RackError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,8 @@ class Daemon:
         (``"online"``/``"dormant"``), ``online``, ``last_seen`` (epoch s), ``dropped``
         (register -> reason), ``identity`` (vendor, model, serial, fw_version...),
         ``counters`` (:class:`rackctl.modbus_client.Counters`: requests, ok, retries,
-        crc_errors, timeouts, exceptions, exception_codes, stale_bytes, last_ok).
+        crc_errors, timeouts, exceptions, mismatched, exception_codes, stale_bytes,
+        last_ok).
     ``latest: dict[int, dict[str, tuple[value, unit, ts]]]``
         newest decoded value of every polled register (value scaled; flags16 as a
         list of set bit names, enum as its name, strings as str).
@@ -217,7 +217,7 @@ class Daemon:
         dev = self.devices[poller.unit]
         latest = self.latest.setdefault(poller.unit, {})
         slow = self._changes_only[poller.unit]
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for v in values:
             reg = v.register
             latest[reg.name] = (v.value, v.unit, ts)
@@ -225,8 +225,10 @@ class Daemon:
                 dev.identity[reg.name] = v.value
             if reg.type in NON_NUMERIC:
                 continue
-            number = v.raw if reg.type in ("flags16", "enum", "bool") else v.value
-            rows.append((reg.name, number, v.unit, reg.name in slow))
+            if reg.type in ("flags16", "enum", "bool"):
+                rows.append((reg.name, v.raw, v.unit, reg.name in slow))
+            else:
+                rows.append((reg.name, v.value, v.unit, reg.name in slow, float(reg.scale)))
         self.store.add(poller.name, ts, rows)
         self.alarms.evaluate(poller.name, poller.unit, values, ts)
         for listener in list(self.value_listeners):
@@ -238,7 +240,13 @@ class Daemon:
             listener(self.devices[poller.unit], state, ts)
 
     def _on_dropped(self, poller: DevicePoller, register: str, reason: str) -> None:
+        """A register the device refuses: forget its value and tell the operator once."""
         self.latest.get(poller.unit, {}).pop(register, None)
+        self.alarms.raise_alarm(
+            poller.name, poller.unit, f"dropped.{register}", name=f"{register} not polled",
+            kind="comm", severity="info", latched=True,
+            message=f"{poller.name}: {register} answers {reason}; removed from the poll plan",
+        )
 
     # -- reads and writes --------------------------------------------------------------
     def _link_for(self, dev: DeviceStatus) -> ModbusLink:
@@ -263,7 +271,7 @@ class Daemon:
         RangeError for a value outside the map's range (nothing is sent), WriteRefused
         for read-only registers or protected ones without ``unlock``; with ``unlock``
         the firmware's two-step unlock key is written first. Bus errors propagate
-        (DeviceTimeout, CrcError, ModbusException).
+        (DeviceTimeout, CrcError/FrameError, ModbusException).
         """
         dev = self.device(device)
         reg = dev.regmap.get(name)

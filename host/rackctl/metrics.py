@@ -81,6 +81,10 @@ UNIT_FAMILIES: dict[str, tuple[str, float]] = {
 
 _SANITIZE = re.compile(r"[^a-z0-9_]+")
 
+# blocks that are bookkeeping, not measurements: identity goes to rack_device_info, the
+# event-log window and the firmware-update mailbox would only make meaningless series
+SKIP_BLOCK_PREFIXES = ("identity", "event", "update", "control")
+
 COUNTER_FIELDS: tuple[tuple[str, str], ...] = (
     ("requests", "Modbus requests sent to the device"),
     ("crc_errors", "responses from the device rejected for a bad CRC"),
@@ -110,6 +114,13 @@ def _numeric(value: Any) -> float | None:
     return None
 
 
+def _version(v: Any) -> str:
+    """fw_version words are major << 8 | minor."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v >> 8}.{v & 0xFF}"
+    return str(v)
+
+
 class DaemonCollector(Collector):
     """Collects every metric family from a daemon at scrape time."""
 
@@ -119,7 +130,11 @@ class DaemonCollector(Collector):
     def collect(self) -> Iterator[Any]:
         devices = view.devices(self.daemon)
         boards = {d.id: d.board for d in devices}
-        yield from self._telemetry(boards)
+        skip = {
+            d.id: {r.name for r in d.registers if str(getattr(r, "block", "")).startswith(SKIP_BLOCK_PREFIXES)}
+            for d in devices
+        }
+        yield from self._telemetry(boards, skip)
         yield from self._device_state(devices)
         yield from self._counters(boards)
         yield from self._alarms(boards)
@@ -134,11 +149,16 @@ class DaemonCollector(Collector):
             fam.add_metric([str(bus)], float(getattr(sched, "cycles", 0)))
         return [fam]
 
-    def _telemetry(self, boards: dict[int, str]) -> Iterable[GaugeMetricFamily]:
+    def _telemetry(
+        self, boards: dict[int, str], skip: dict[int, set[str]]
+    ) -> Iterable[GaugeMetricFamily]:
         families: dict[str, GaugeMetricFamily] = {}
         for dev_id, regs in sorted(view.latest(self.daemon).items()):
             board = boards.get(dev_id, "unknown")
+            hidden = skip.get(dev_id, set())
             for reg, sample in sorted(regs.items()):
+                if reg in hidden:
+                    continue
                 number = _numeric(sample.value)
                 if number is None:
                     continue
@@ -180,7 +200,7 @@ class DaemonCollector(Collector):
                     d.name,
                     str(ident.get("model", "")),
                     str(ident.get("serial", "")),
-                    str(ident.get("fw_version", "")),
+                    _version(ident.get("fw_version", "")),
                 ],
                 1.0,
             )

@@ -16,7 +16,8 @@ shared RS-485 line owes the devices and the operator:
   CRC error instead of a timeout.
 
 Errors raised are the rackproto hierarchy: :class:`DeviceTimeout` (no answer after all
-attempts), :class:`CrcError` (the last attempt got a corrupt frame), and
+attempts), :class:`CrcError` (the last attempt got a corrupt frame), :class:`FrameError`
+(the last attempt got a valid frame that does not fit the request), and
 :class:`ModbusException` (the device answered with an exception; never retried).
 """
 
@@ -25,14 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException as PymodbusError
 from pymodbus.pdu import ModbusPDU
+
 from rackproto.crc import check as crc_ok
-from rackproto.errors import CrcError, DeviceTimeout, ModbusException
+from rackproto.errors import CrcError, DeviceTimeout, FrameError, ModbusException
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class Counters:
     crc_errors: int = 0
     timeouts: int = 0
     exceptions: int = 0
+    mismatched: int = 0  # well-formed answers that do not fit the request (late replies)
     exception_codes: dict[int, int] = field(default_factory=dict)
     stale_bytes: int = 0  # unexpected input flushed before a request
     last_ok: float | None = None  # wall-clock time of the last good answer
@@ -167,8 +171,16 @@ class RtuClient:
             "coil": client.read_coils,
             "discrete": client.read_discrete_inputs,
         }[table]
-        rsp = await self._request(unit, lambda: call(address, count=count, device_id=unit))
-        if table in ("holding", "input"):
+        function = READ_FUNCTIONS[table]
+        words = table in ("holding", "input")
+
+        def fits(rsp: Any) -> bool:
+            n = len(rsp.registers) if words else (len(rsp.bits) + 7) // 8 * 8
+            return rsp.function_code == function and (
+                n == count if words else n == (count + 7) // 8 * 8)
+
+        rsp = await self._request(unit, lambda: call(address, count=count, device_id=unit), fits)
+        if words:
             return list(rsp.registers)
         return [int(b) for b in rsp.bits[:count]]
 
@@ -191,9 +203,13 @@ class RtuClient:
         rsp = await self._request(
             unit, lambda: self._client.read_device_information(read_code=1, device_id=unit)
         )
-        return {int(k): bytes(v) for k, v in rsp.information.items()}
+        return {int(k): bytes(v) for k, v in rsp.information.items()}  # type: ignore[attr-defined]
 
-    async def _request(self, unit: int, send: Any) -> ModbusPDU:
+    async def _request(
+        self, unit: int, send: Any, fits: Callable[[Any], bool] | None = None
+    ) -> ModbusPDU:
+        """One logical request with retries; ``fits`` rejects a well-formed answer that
+        does not match the request (a late reply to an earlier one: wrong length)."""
         counters = self.counters(unit)
         counters.requests += 1
         async with self._lock:
@@ -219,6 +235,11 @@ class RtuClient:
                     counters.exceptions += 1
                     counters.exception_codes[code] = counters.exception_codes.get(code, 0) + 1
                     raise ModbusException(code, rsp.function_code & 0x7F)
+                if fits is not None and not fits(rsp):
+                    counters.mismatched += 1
+                    last_error = FrameError(f"unit {unit}: response does not match the request")
+                    log.debug("%s attempt %d: %s", self.port, attempt + 1, last_error)
+                    continue
                 counters.ok += 1
                 counters.last_ok = time.time()
                 return rsp

@@ -74,8 +74,22 @@ def _style(dev: DeviceView, name: str, s: Sample, hot: Mapping[tuple[int, str], 
     return ""
 
 
-def _cell(value: Any, unit: str, style: str) -> Text:
-    return Text(f"{_format(value)} {unit}".rstrip(), style=style)
+def register_cells(
+    dev: DeviceView,
+    samples: Mapping[str, Sample],
+    hot: Mapping[tuple[int, str], str],
+    now: float,
+    stale_after: float = 10.0,
+) -> dict[str, tuple[str, str]]:
+    """register -> (formatted value with unit, style) for the telemetry worth showing."""
+    telemetry = {r.name for r in dev.registers if r.table in ("input", "discrete")}
+    cells: dict[str, tuple[str, str]] = {}
+    for name, s in sorted(samples.items()):
+        if not shown(name, s) or (telemetry and name not in telemetry):
+            continue
+        text = f"{_format(s.value)} {s.unit}".rstrip()
+        cells[name] = (text, _style(dev, name, s, hot, now, stale_after))
+    return cells
 
 
 def device_panel(
@@ -85,35 +99,46 @@ def device_panel(
     now: float,
     stale_after: float = 10.0,
 ) -> Panel:
-    """One device: telemetry in a register/value table, repeated blocks (psu1..psu6,
-    pump1..pump2) as one matrix; red/yellow for alarms, dim when stale."""
-    telemetry = {r.name for r in dev.registers if r.table in ("input", "discrete")}
-    singles = Table.grid(padding=(0, 1))
-    singles.add_column(style="bold")
-    singles.add_column(justify="right")
-    groups: dict[str, dict[str, dict[int, Text]]] = {}
-    for name, s in sorted(samples.items()):
-        if not shown(name, s) or (telemetry and name not in telemetry):
-            continue
-        cell = _cell(s.value, s.unit, _style(dev, name, s, hot, now, stale_after))
+    """One device: single registers as ``name value`` lines, repeated blocks (psu1..psu6,
+    pump1..pump2) as one matrix; red/yellow for alarms, dim when stale.
+
+    Laid out as one pre-formatted ``Text`` rather than nested rich tables: a full
+    power shelf as tables took ~50 ms to render, far too much for a live view that
+    shares the daemon's event loop; as text it is well under a millisecond.
+    """
+    cells = register_cells(dev, samples, hot, now, stale_after)
+    singles: list[tuple[str, tuple[str, str]]] = []
+    groups: dict[str, dict[str, dict[int, tuple[str, str]]]] = {}
+    for name, cell in cells.items():
         m = _REPEATED.match(name)
         if m:
             groups.setdefault(m.group(1), {}).setdefault(m.group(3), {})[int(m.group(2))] = cell
         else:
-            singles.add_row(name, cell)
-    parts: list[RenderableType] = [singles]
+            singles.append((name, cell))
+    body = Text(no_wrap=True)
+    if singles:
+        wn = max(len(n) for n, _ in singles)
+        wv = max(len(c[0]) for _, c in singles)
+        for name, (text, style) in singles:
+            body.append(f"{name:<{wn}} ", style="bold")
+            body.append(f"{text:>{wv}}\n", style=style)
     for prefix, members in groups.items():
-        indexes = sorted({i for cells in members.values() for i in cells})
-        matrix = Table(box=None, padding=(0, 1), show_edge=False)
-        matrix.add_column(prefix, style="bold")
-        for i in indexes:
-            matrix.add_column(f"{prefix}{i}", justify="right")
-        for member, cells in members.items():
-            matrix.add_row(member, *(cells.get(i, Text("")) for i in indexes))
-        parts.append(matrix)
+        indexes = sorted({i for row in members.values() for i in row})
+        wn = max(len(prefix), *(len(m) for m in members))
+        wv = max(len(f"{prefix}{i}") for i in indexes)
+        wv = max(wv, *(len(c[0]) for row in members.values() for c in row.values()))
+        body.append(f"{prefix:<{wn}}" + "".join(f" {prefix + str(i):>{wv}}" for i in indexes) + "\n", style="bold underline")
+        for member, row in members.items():
+            body.append(f"{member:<{wn}}", style="bold")
+            for i in indexes:
+                text, style = row.get(i, ("", ""))
+                body.append(" ")
+                body.append(f"{text:>{wv}}", style=style)
+            body.append("\n")
+    body.rstrip()
     state = Text("online", style="green") if dev.online else Text("OFFLINE", style="bold red")
     title = Text.assemble(f"{dev.id} {dev.name} ", (f"[{dev.board}] ", "cyan"), state)
-    return Panel(Group(*parts), title=title, border_style="green" if dev.online else "red", expand=False)
+    return Panel(body, title=title, border_style="green" if dev.online else "red", expand=False)
 
 
 def alarm_table(alarms: Iterable[AlarmView], limit: int = 10) -> Table:

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from rackproto.errors import ModbusException, RackError, RangeError
 
 from rackctl import daemon_view as view
 from rackctl.openapi import openapi_document
+from rackproto.errors import ModbusException, RackError, RangeError
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +212,9 @@ async def write_register(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or "value" not in body:
         return _error(400, 'body must be a JSON object with a "value" field')
     value = body["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return _error(400, '"value" must be a number (or an enum name)')
+    # bool for coils; lists for flag sets; the daemon's map checks the rest
+    if not isinstance(value, bool | int | float | str | list):
+        return _error(400, '"value" must be a number, true/false, an enum name or a flag list')
     unlock = body.get("unlock", False)
     if not isinstance(unlock, bool):
         return _error(400, '"unlock" must be true or false')

@@ -31,9 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rackproto.errors import CrcError, DeviceTimeout, ModbusException
-
 from rackctl.modbus_client import MAX_READ, ModbusLink
+from rackproto.errors import CrcError, DeviceTimeout, FrameError, ModbusException
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +257,7 @@ class BusScheduler:
     async def _poll(self, device: DevicePoller, block: ReadBlock, now: float) -> None:
         try:
             words = await self.link.read(device.unit, block.table, block.start, block.count)
-        except (DeviceTimeout, CrcError) as exc:
+        except (DeviceTimeout, CrcError, FrameError) as exc:
             block.next_due = self.clock() + block.interval
             await self._failed(device, exc)
             return
@@ -296,7 +295,7 @@ class BusScheduler:
         table, start = (target.table, target.start) if target else ("input", 0)
         try:
             await self.link.read(device.unit, table, start, 1)
-        except (DeviceTimeout, CrcError):
+        except (DeviceTimeout, CrcError, FrameError):
             device.next_probe = self.clock() + self.reprobe
             return
         except ModbusException:
@@ -369,7 +368,7 @@ async def scan(
     for unit in ids:
         try:
             words = await link.read(unit, "input", 0, span)
-        except (DeviceTimeout, CrcError):
+        except (DeviceTimeout, CrcError, FrameError):
             continue
         except ModbusException as exc:
             if exc.code not in (1, 2):
@@ -388,7 +387,7 @@ async def scan(
 async def _scan_mei(link: ModbusLink, unit: int, known_maps: Sequence[str]) -> ScanResult:
     try:
         objects = await link.read_identification(unit)
-    except (ModbusException, DeviceTimeout, CrcError) as exc:
+    except (ModbusException, DeviceTimeout, FrameError) as exc:
         return ScanResult(unit, None, None, {"error": str(exc)})
     names = {0: "vendor", 1: "model", 2: "fw_version"}
     fields = {names.get(k, f"object_{k}"): v.decode("ascii", "replace") for k, v in objects.items()}

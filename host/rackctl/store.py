@@ -6,7 +6,7 @@ Sizing target: 32 boards x ~150 registers at 1 Hz for weeks on a small disk. So:
   integers-or-reals ``(series, ts_ms, value)`` in a ``WITHOUT ROWID`` table whose
   primary key *is* the only index (no rowid b-tree, no second index);
 * raw samples live ``raw_retention``; complete minutes are folded into
-  ``minute(min, avg, max, n)`` by :meth:`Store.maintain`, which also drops raw rows
+  ``minute(min, sum, max, n)`` by :meth:`Store.maintain`, which also drops raw rows
   past their window and minute rows past ``downsample_retention`` — both per series
   through the primary key, so no table scan is ever needed;
 * registers marked *changes-only* (slow ones: status, config, counters) are written
@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rackproto.regtypes import scale_digits
+
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS series (
     device INTEGER NOT NULL REFERENCES device(id),
     name TEXT NOT NULL,
     unit TEXT NOT NULL DEFAULT '',
+    scale REAL NOT NULL DEFAULT 1,  -- value = stored * scale: scaled registers keep raw ints
     UNIQUE (device, name)
 );
 CREATE TABLE IF NOT EXISTS sample (
@@ -66,7 +69,7 @@ CREATE TABLE IF NOT EXISTS recent (
 CREATE TABLE IF NOT EXISTS minute (
     series INTEGER NOT NULL,
     ts INTEGER NOT NULL,            -- epoch milliseconds of the minute start
-    min REAL, avg REAL, max REAL,
+    min REAL, sum REAL, max REAL,   -- stored units (see series.scale); avg = sum / n
     n INTEGER NOT NULL,
     PRIMARY KEY (series, ts)
 ) WITHOUT ROWID;
@@ -83,6 +86,25 @@ _RAW = """SELECT ts, value FROM sample WHERE series = :s AND ts >= :lo AND ts < 
           SELECT ts, value FROM recent WHERE series = :s AND ts >= :lo AND ts < :hi"""
 
 
+def _stored(value: Any, scale: float) -> float | int | None:
+    """What goes on disk: None for NaN/missing, raw integer for scaled series."""
+    if value is None:
+        return None
+    value = float(value)
+    if math.isnan(value):
+        return None
+    if scale != 1.0 and not math.isinf(value):
+        return int(round(value / scale))
+    return value
+
+
+def _scaled(stored: float | None, scale: float, extra_digits: int = 0) -> float | None:
+    """Engineering value from a stored one, rounded to the scale's resolution."""
+    if stored is None or scale == 1.0:
+        return stored
+    return round(stored * scale, scale_digits(scale) + extra_digits)
+
+
 def _ms(ts: float) -> int:
     return int(round(ts * 1000))
 
@@ -94,8 +116,8 @@ class Store:
         self,
         path: str | Path,
         *,
-        raw_retention: float = 6 * 3600.0,
-        downsample_retention: float = 90 * 86400.0,
+        raw_retention: float = 2 * 3600.0,
+        downsample_retention: float = 14 * 86400.0,
         heartbeat: float = 600.0,
     ):
         self.path = str(path)
@@ -116,10 +138,11 @@ class Store:
             unit: name for name, unit in self.conn.execute("SELECT name, unit FROM device")
             if unit is not None
         }
-        self._series: dict[tuple[int, str], int] = {
-            (dev, name): sid for sid, dev, name in self.conn.execute(
-                "SELECT id, device, name FROM series")
-        }
+        self._series: dict[tuple[int, str], int] = {}
+        self._scale: dict[int, float] = {}
+        for sid, dev, name, scale in self.conn.execute("SELECT id, device, name, scale FROM series"):
+            self._series[(dev, name)] = sid
+            self._scale[sid] = scale
         self._last: dict[int, tuple[float | None, int]] = {}  # series -> (value, ts_ms written)
         self._pending: list[tuple[int, int, float | None]] = []  # (ts_ms, series, value)
         self.rows_written = 0
@@ -161,17 +184,20 @@ class Store:
                 self._units[unit] = name
             return did
 
-    def series_id(self, device: str, register: str, unit: str = "") -> int:
+    def series_id(self, device: str, register: str, unit: str = "", scale: float = 1.0) -> int:
+        """Intern (device, register); ``scale`` is fixed when the series is created."""
         with self.lock:
-            return self._series_of(self.device_id(device), register, unit)
+            return self._series_of(self.device_id(device), register, unit, scale)
 
-    def _series_of(self, did: int, register: str, unit: str) -> int:
+    def _series_of(self, did: int, register: str, unit: str, scale: float) -> int:
         sid = self._series.get((did, register))
         if sid is None:
             cur = self.conn.execute(
-                "INSERT INTO series(device, name, unit) VALUES (?, ?, ?)", (did, register, unit)
+                "INSERT INTO series(device, name, unit, scale) VALUES (?, ?, ?, ?)",
+                (did, register, unit, scale),
             )
             sid = self._series[(did, register)] = int(cur.lastrowid or 0)
+            self._scale[sid] = float(scale)
         return sid
 
     def _resolve(self, device: str | int) -> str:
@@ -179,19 +205,22 @@ class Store:
             if device in self._units:
                 return self._units[device]
             raise KeyError(f"no device with id {device} in the history")
-        return device
+        return str(device)
 
     # -- writing -----------------------------------------------------------------------
     def add(
         self,
         device: str,
         ts: float,
-        values: Iterable[tuple[str, float | int | None, str, bool]],
+        values: Iterable[tuple[Any, ...]],
     ) -> int:
-        """Buffer one device's values ``(register, value, unit, changes_only)``.
+        """Buffer one device's values ``(register, value, unit, changes_only[, scale])``.
 
-        A changes-only value equal to the last one written is skipped unless the last
-        write is ``heartbeat`` seconds old. Returns how many rows were buffered.
+        With a ``scale`` (the register's, e.g. 0.01) the value is stored as the raw
+        integer ``round(value / scale)`` — 1-4 bytes on disk instead of an 8-byte
+        real — and scaled back on reading. A changes-only value equal to the last one
+        written is skipped unless that write is ``heartbeat`` seconds old. Returns how
+        many rows were buffered.
         """
         ts_ms = _ms(ts)
         hb_ms = _ms(self.heartbeat)
@@ -199,17 +228,15 @@ class Store:
         values = list(values)
         did = self._devices.get(device) or self.device_id(device)
         series = self._series
-        for name, _, unit, _ in values:  # new names need the connection: never under _buf_lock
-            if (did, name) not in series:
-                self.series_id(device, name, unit)
+        for row in values:  # new names need the connection: never under _buf_lock
+            if (did, row[0]) not in series:
+                self.series_id(device, row[0], row[2], row[4] if len(row) > 4 else 1.0)
         with self._buf_lock:
-            last_written, pending = self._last, self._pending
-            for name, value, _unit, changes_only in values:
+            last_written, pending, scales = self._last, self._pending, self._scale
+            for row in values:
+                name, value, changes_only = row[0], row[1], row[3]
                 sid = series[(did, name)]
-                if value is not None:
-                    value = float(value)
-                    if math.isnan(value):
-                        value = None
+                value = _stored(value, scales.get(sid, 1.0))
                 last = last_written.get(sid)
                 if changes_only and last is not None and last[0] == value and ts_ms - last[1] < hb_ms:
                     self.rows_skipped += 1
@@ -291,7 +318,7 @@ class Store:
                     if done_until > since:
                         cur = conn.execute(
                             """INSERT OR REPLACE INTO minute
-                               SELECT series, ts / :m * :m, min(value), avg(value), max(value),
+                               SELECT series, ts / :m * :m, min(value), sum(value), max(value),
                                       count(value)
                                FROM sample WHERE series = :s AND ts >= :lo AND ts < :hi
                                GROUP BY ts / :m""",
@@ -346,21 +373,23 @@ class Store:
             if resolution is None:
                 raw_from = _ms(time.time() - self.raw_retention)
                 resolution = 0 if lo >= raw_from else 60
+            scale = self._scale.get(sid, 1.0)
             if resolution <= 0:
                 rows = self.conn.execute(
                     f"SELECT ts, value FROM ({_RAW}) ORDER BY ts", {"s": sid, "lo": lo, "hi": hi})
-                return [(ts / 1000.0, v) for ts, v in rows]
+                return [(ts / 1000.0, _scaled(v, scale)) for ts, v in rows]
             bucket = max(1, _ms(resolution))
             if bucket < MINUTE_MS:
                 sql = f"""SELECT ts / :b * :b AS t, avg(value), min(value), max(value)
                           FROM ({_RAW}) GROUP BY t ORDER BY t"""
             else:
                 bucket = bucket // MINUTE_MS * MINUTE_MS
-                sql = """SELECT ts / :b * :b AS t, sum(avg * n) / sum(n), min(min), max(max)
+                sql = """SELECT ts / :b * :b AS t, sum(sum) / sum(n), min(min), max(max)
                          FROM minute WHERE series = :s AND ts >= :lo AND ts < :hi
                          GROUP BY t ORDER BY t"""
             rows = self.conn.execute(sql, {"b": bucket, "s": sid, "lo": lo, "hi": hi})
-            return [(t / 1000.0, avg, mn, mx) for t, avg, mn, mx in rows]
+            return [(t / 1000.0, _scaled(avg, scale, 3), _scaled(mn, scale), _scaled(mx, scale))
+                    for t, avg, mn, mx in rows]
 
     def last(self, device: str | int, register: str) -> tuple[float, float | None] | None:
         """The newest stored raw sample ``(ts, value)`` of one register, if any."""
@@ -374,7 +403,7 @@ class Store:
             ).fetchone() or self.conn.execute(
                 "SELECT ts, value FROM sample WHERE series = ? ORDER BY ts DESC LIMIT 1", (sid,)
             ).fetchone()
-            return None if row is None else (row[0] / 1000.0, row[1])
+            return None if row is None else (row[0] / 1000.0, _scaled(row[1], self._scale[sid]))
 
     def counts(self) -> dict[str, int]:
         with self.lock:

@@ -372,7 +372,9 @@ class _Loader:
                 return self.flag_sets[name], None, name
             set_name = r.get("flags")
             if set_name not in self.flag_sets:
-                raise MapError(f"{where}: flags16 needs bits = {{...}} or a known flags set, got {set_name!r}")
+                raise MapError(
+                    f"{where}: flags16 needs bits = {{...}} or a known flags set, got {set_name!r}"
+                )
             return self.flag_sets[set_name], None, set_name
         if base == "enum":
             if "values" in r:
@@ -380,7 +382,9 @@ class _Loader:
                 return None, self.enum_sets[name], name
             set_name = r.get("enum")
             if set_name not in self.enum_sets:
-                raise MapError(f"{where}: enum needs values = {{...}} or a known enum set, got {set_name!r}")
+                raise MapError(
+                    f"{where}: enum needs values = {{...}} or a known enum set, got {set_name!r}"
+                )
             return None, self.enum_sets[set_name], set_name
         if any(k in r for k in ("bits", "flags", "values", "enum")):
             raise MapError(f"{where}: bits/flags/values/enum only apply to flags16/enum registers")
@@ -411,6 +415,8 @@ class _Loader:
                 raise MapError(f"{where}: {key} {v!r} is not a number")
         if lo > hi:
             raise MapError(f"{where}: bad range: min {lo} > max {hi}")
+        if t == "f32" and (lo < -F32_MAX or hi > F32_MAX):
+            raise MapError(f"{where}: bad range [{lo}, {hi}]: outside what f32 holds")
         reg = _replace(reg, min=lo, max=hi)
         if t != "f32":
             rlo, rhi = reg.raw_min, reg.raw_max
@@ -427,7 +433,9 @@ class _Loader:
             try:
                 encode_value(reg, default)
             except ValueError as exc:
-                raise MapError(f"{where}: default {default!r} is outside its range: {exc}") from None
+                raise MapError(
+                    f"{where}: default {default!r} is outside its range: {exc}"
+                ) from None
         return _replace(reg, default=default)
 
     # ---- expansion and whole-map checks
@@ -517,7 +525,9 @@ class _Loader:
                 for suffix in ("base", "stride", "count"):
                     claim(f"{d.name}_{suffix}", d.source, f"block '{d.name}'")
                 for m in d.members:
-                    claim(f"{d.name}_{m.name}", d.source, f"register '{m.name}' of block '{d.name}'")
+                    claim(
+                        f"{d.name}_{m.name}", d.source, f"register '{m.name}' of block '{d.name}'"
+                    )
 
     def _check_tables(self, src: str, blocks: list[Block]) -> None:
         for b in blocks:

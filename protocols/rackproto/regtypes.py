@@ -297,7 +297,7 @@ def raw_to_words(reg: Register, raw: Any) -> list[int]:
         return [hi, lo]
     if reg.count == 2:
         u = int(raw) & 0xFFFFFFFF
-        return [u & 0xFFFF, u >> 16]
+        return [u >> 16, u & 0xFFFF]
     return [int(raw) & 0xFFFF]
 
 
@@ -311,7 +311,7 @@ def words_to_raw(reg: Register, words: list[int] | tuple[int, ...]) -> Any:
     if t == "f32":
         return struct.unpack(">f", struct.pack(">HH", *words))[0]
     if reg.count == 2:
-        u = (words[1] & 0xFFFF) << 16 | (words[0] & 0xFFFF)
+        u = (words[0] & 0xFFFF) << 16 | (words[1] & 0xFFFF)
         return u - (1 << 32) if t == "i32" and u & 0x80000000 else u
     u = words[0] & 0xFFFF
     if t == "i16" and u & 0x8000:

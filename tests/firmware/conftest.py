@@ -25,6 +25,7 @@ def flash() -> fwsim.FakeFlash:
 
 
 def cpython_bus(unit_id: int = UNIT, baud: int = 115200, **kw) -> fwsim.Transactor:
+    """A Transactor on a CPython Board (kw: app, flash, start_us, board_kwargs)."""
     from testapp import TestApp
 
     sim = fwsim.SimBoard(app=kw.pop("app", TestApp), unit_id=unit_id, baud=baud, **kw)

@@ -76,6 +76,7 @@ class FakeUart:
         self.rx: list[int] = []
         self.sent: list[tuple[int, bytes]] = []
         self.tx_end = 0
+        self.stuck = False  # True: transmissions never complete (wedged UART)
 
     def any(self) -> int:
         return len(self.rx)
@@ -88,7 +89,7 @@ class FakeUart:
         self.tx_end = self.clock.us + n * self.byte_us
 
     def tx_done(self) -> bool:
-        return self.clock.us >= self.tx_end
+        return not self.stuck and self.clock.us >= self.tx_end
 
 
 class FakeSensors:
@@ -215,7 +216,7 @@ class SimBoard:
             cands = [self._wake]
             if self._rx:
                 cands.append(self._rx[0][0])
-            if not uart.tx_done():
+            if self.clock.us < uart.tx_end:
                 cands.append(uart.tx_end)
             t = max(min(cands), self.clock.us)
             if t > until_us:

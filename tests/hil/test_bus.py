@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rackhil.bus import GARBLED, Bus, WireByte
 from rackhil.clock import RealTimePacer
 from rackhil.transport import HostPort
@@ -251,3 +254,62 @@ def test_pymodbus_sync_client_over_an_in_process_port() -> None:
     assert not rr.isError() and rr.registers == [0x1234]
     assert bus.now_us < 100_000  # a few quanta of virtual time, not a timeout
     client.close()
+
+
+burst = st.tuples(st.integers(0, 3000), st.binary(min_size=1, max_size=30))  # (gap before, data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(burst, max_size=4), min_size=2, max_size=3), st.integers(0, 2**16))
+def test_collision_marks_match_an_interval_model(scripts: list[list[tuple[int, bytes]]], seed: int) -> None:
+    """Every byte is garbled iff its wire time overlaps another driver's burst."""
+    bus = Bus(LINE, seed=seed)
+    host = HostPort(bus)
+    seen: list[WireByte] = []
+    bus.add_listener(seen.append)
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for n, script in enumerate(scripts):
+        t = 0
+        timed = []
+        for gap, data in script:
+            t += gap
+            timed.append((t, data))
+            intervals.setdefault(f"t{n}", []).append((t, t + len(data) * B))
+            t += len(data) * B
+        bus.attach(Talker(f"t{n}", timed))
+    bus.run_until(200_000)
+    assert len(seen) == sum(len(d) for s in scripts for _, d in s)
+    for e in seen:
+        start = e.t_us - B
+        overlaps = any(
+            a < e.t_us and start < b for src, spans in intervals.items() if src != e.source for a, b in spans
+        )
+        assert bool(e.flags & GARBLED) == overlaps
+    # the host reads exactly what the monitor saw, in arrival order
+    assert host.read_all() == bytes(e.value for e in sorted(seen, key=lambda e: e.t_us))
+
+
+def test_idle_quantum_changes_nothing_on_the_wire() -> None:
+    def run(idle_quantum_us: int | None) -> tuple[list[WireByte], list[bytes], int]:
+        bus = Bus(LINE, idle_quantum_us=idle_quantum_us)
+        seen: list[WireByte] = []
+        bus.add_listener(seen.append)
+        steps: list[int] = []
+        bus.add_step_hook(steps.append)
+        host = HostPort(bus)
+        bus.attach(Responder("b7", unit=7))
+        replies = []
+        for _ in range(5):
+            bus.run(0.05)  # idle time between polls
+            host.write(REQUEST[:4])
+            host.write(REQUEST[4:])  # queued behind the first write: starts when it ends
+            replies.append(host.read_frame(timeout=0.05))
+        bus.run_until(500_000)
+        return seen, replies, len(steps)
+
+    fine, fine_replies, fine_steps = run(None)
+    coarse, coarse_replies, coarse_steps = run(20_000)
+    assert fine == coarse and fine_replies == coarse_replies
+    assert fine_replies == [with_crc(bytes([7, 3, 2, 0x12, 0x34]))] * 5
+    assert coarse_steps < fine_steps / 5
+    assert Bus(LINE, idle_quantum_us=10).idle_quantum_us == Bus(LINE).quantum_us

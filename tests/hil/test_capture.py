@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackhil.bus import GARBLED, LOST, Bus, WireByte
 from rackhil.capture import DLT_USER0, Capture, pcap_header, pcap_record, read_pcap
 from rackhil.transport import HostPort
@@ -114,3 +115,11 @@ def test_text_log_lists_frames_and_damage() -> None:
     # the lost byte is not part of what a receiver (or the pcap) gets
     assert cap.frames()[1].data == b"\x55"
     assert read_pcap(cap.to_pcap())[1][1][1] == b"\x55"
+
+
+def test_ring_capture_keeps_the_latest_bytes() -> None:
+    cap = Capture(LINE, max_bytes=3)
+    for i in range(10):
+        cap.on_byte(WireByte((i + 1) * B, i, "n"))
+    assert [e.value for e in cap.bytes] == [7, 8, 9]
+    assert cap.frames()[0].data == bytes([7, 8, 9])

@@ -6,6 +6,7 @@ import math
 import statistics
 
 import pytest
+
 from rackhil.bus import FLIPPED, LOST, Bus
 from rackhil.capture import Capture
 from rackhil.faults import (
@@ -278,3 +279,12 @@ def test_plant_fault_objects() -> None:
     cdu.step(20.0)
     s = cdu.true_sensors()
     assert s[cio.S_FLOW] > 0 and s[cio.S_LEAK] == 0
+
+
+def test_read_frame_gives_up_on_a_line_that_never_falls_silent() -> None:
+    bus = Bus(LINE)
+    host = HostPort(bus)
+    bus.attach(BabblingNode("babbler", LINE, start_us=0, duration_us=10_000_000))
+    frame = host.read_frame(timeout=0.01, max_bytes=300)
+    assert len(frame) == 300
+    assert bus.now_us < 300 * B + 2 * bus.quantum_us

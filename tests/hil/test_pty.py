@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import serial
+
 from rackhil.bus import Bus
 from rackhil.capture import Capture
 from rackhil.pty_port import PtyPort, RealTimeRunner
@@ -94,3 +95,27 @@ def test_close_removes_the_link(tmp_path: Path) -> None:
     with PtyPort(Bus(), link=link) as port:
         assert link.is_symlink() and port.port == str(link)
     assert not link.exists()
+
+
+def test_a_program_that_never_reads_overruns_instead_of_growing_memory(tmp_path: Path) -> None:
+    from rackhil import pty_port
+
+    bus = Bus()
+    with PtyPort(bus) as port:
+        bus.attach(_Flood("flood", 200_000))
+        bus.run(20.0)  # 200 kB of wire time, far beyond the pty buffer + backlog
+        assert port.overruns > 0
+        assert len(port._out) <= pty_port.MAX_BACKLOG
+
+
+class _Flood:
+    def __init__(self, name: str, n: int) -> None:
+        self.name = name
+        self.n = n
+
+    def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
+        pass
+
+    def advance(self, until_us: int) -> list[tuple[int, bytes]]:
+        out, self.n = ([(0, bytes(self.n))] if self.n else []), 0
+        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from rackhil.wire import LineSettings, decode_char, encode_char, flip_bits, parity_bit
 
 

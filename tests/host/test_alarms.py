@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackctl.alarms import AlarmManager, flag_alarms
 from rackctl.config import AlarmRule
 from rackctl.store import Store

@@ -7,6 +7,7 @@ import json
 import pytest
 from bus_fakes import FakeBoard, FakeLink
 from click.testing import CliRunner
+
 from rackctl.cli import common
 from rackctl.cli.main import cli
 

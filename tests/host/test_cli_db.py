@@ -6,13 +6,16 @@ import csv
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bus_fakes import FakeBoard, FakeLink
 from click.testing import CliRunner
+from http_fakes import FakeDaemon
 from hypothesis import given
 from hypothesis import strategies as st
+
 from rackctl.alarms import AlarmManager
 from rackctl.cli import run as run_cmd
 from rackctl.cli.common import EXIT_CONFIG, EXIT_USAGE, parse_time
@@ -194,7 +197,7 @@ def test_run_against_a_bus_prints_summaries(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(run_cmd, "links_for", lambda cfg: {"rack": link})
     db = tmp_path / "var" / "run.db"
     r = invoke("run", "--port", "/dev/fake", "--ids", "1:power_shelf,3:cdu", "--http", "127.0.0.1:0",
-               "--db", str(db), "--every", "0.2", "--duration", "1")
+               "--db", str(db), "--every", "0.2", "--duration", "1.5")
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if "devices online" in line]
     assert lines and "2/2 devices online" in lines[-1]
@@ -270,6 +273,7 @@ def test_parse_ids_round_trip(ids: list[int]) -> None:
 @given(st.text(max_size=12))
 def test_parse_ids_never_crashes(text: str) -> None:
     import click
+
     from rackctl.cli.common import parse_ids
 
     try:
@@ -277,3 +281,64 @@ def test_parse_ids_never_crashes(text: str) -> None:
     except click.BadParameter:
         return
     assert out and all(1 <= i <= 247 for i in out)
+
+
+@pytest.mark.skipif(not run_cmd.EXAMPLE_CONFIG.exists(), reason="no examples/daemon.toml")
+def test_run_uses_the_example_config_for_the_default_rack(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RACKCTL_TOKEN", "abc")
+    rack = run_cmd.RackHandle("/tmp/rack/ttyX", run_cmd.default_layout())
+    cfg = run_cmd.run_config(None, rack, "var/x.db", "127.0.0.1:0", "N", 115200)
+    assert [b.port for b in cfg.buses] == ["/tmp/rack/ttyX"]
+    assert {(d.id, d.map) for d in cfg.devices} == {(u, m) for u, m, _ in rack.layout}
+    assert (cfg.http.bind, cfg.http.port, cfg.http.token) == ("127.0.0.1", 0, "abc")
+    assert cfg.store.path == "var/x.db"
+    # a custom layout gets a config built from it
+    cfg = run_cmd.run_config(None, run_cmd.RackHandle("/dev/p", ((5, "cdu", "c5"),)), "x.db", "127.0.0.1:0", "N", 9600)
+    assert [(d.id, d.map) for d in cfg.devices] == [(5, "cdu")] and cfg.buses[0].baud == 9600
+
+
+@pytest.fixture
+def http_daemon() -> Iterator[tuple[str, FakeDaemon]]:
+    """A FakeDaemon behind a real HttpServer on its own thread (CliRunner is synchronous)."""
+    import asyncio
+    import threading
+
+    from rackctl.http_server import HttpServer
+
+    daemon = FakeDaemon()
+    loop = asyncio.new_event_loop()
+    server = HttpServer(daemon, "tok", "127.0.0.1", 0)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield server.url, daemon
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.run_until_complete(server.stop())
+    loop.close()
+
+
+def test_alarm_ack_through_the_daemon(http_daemon: tuple[str, FakeDaemon], tmp_path: Path) -> None:
+    url, daemon = http_daemon
+    db = str(tmp_path / "unused.db")
+    r = invoke("alarms", "--db", db, "ack", "--url", url, "--token", "tok", "1")
+    assert r.exit_code == 0, r.output
+    assert "acknowledged 1" in r.output and daemon.alarms.list()[0].acked
+    r = invoke("alarms", "--db", db, "ack", "--url", url, "--token", "bad", "3")
+    assert r.exit_code == EXIT_USAGE and "401" in r.output
+    assert not daemon.alarms.list()[2].acked
+    r = invoke("alarms", "--db", db, "ack", "--url", url, "--token", "tok", "77")
+    assert r.exit_code == EXIT_USAGE and "404 no alarm 77" in r.output
+    r = invoke("alarms", "--db", db, "ack", "--url", "http://127.0.0.1:1", "--token", "tok", "1")
+    assert r.exit_code == EXIT_CONFIG and "cannot reach" in r.output
+
+
+def test_foreign_database_is_explained(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE series (id INTEGER PRIMARY KEY, device INTEGER, name TEXT)")
+    r = invoke("history", "--db", str(path))
+    assert r.exit_code == EXIT_CONFIG, r.output
+    assert "history database error" in r.output and "Traceback" not in r.output

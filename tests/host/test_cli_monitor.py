@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from rackctl.daemon_view import AlarmView, DeviceView, Sample
 from rackctl.monitor_view import (
     SEVERITY_STYLE,
     alarming_registers,
     device_panel,
+    register_cells,
     render,
     summary_line,
 )
-from rich.console import Console
 
 NOW = 1000.0
 DEVS = [DeviceView(1, "power_shelf", "shelf-1", True), DeviceView(2, "cdu", "cdu-1", False)]
@@ -40,18 +42,6 @@ def text_of(renderable: object) -> str:
     return console.export_text()
 
 
-def _cell_styles(panel: object) -> dict[str, str]:
-    """register name -> style of its value cell, from the singles grid and the matrices."""
-    out: dict[str, str] = {}
-    for table in panel.renderable.renderables:  # type: ignore[attr-defined]
-        prefix = table.columns[0].header
-        for col in table.columns[1:]:
-            for member, cell in zip(table.columns[0].cells, col.cells, strict=True):
-                name = f"{col.header}_{member}" if prefix else member
-                out[name] = str(cell.style)
-    return out
-
-
 def test_render_shows_devices_values_and_alarms() -> None:
     out = text_of(render(DEVS, LATEST, ALARMS, now=NOW, footer="press Ctrl-C"))
     assert "shelf-1" in out and "[power_shelf]" in out and "OFFLINE" in out
@@ -66,7 +56,7 @@ def test_alarm_keys_map_to_registers() -> None:
 
 def test_highlighting() -> None:
     hot = alarming_registers(ALARMS)
-    styles = _cell_styles(device_panel(DEVS[0], LATEST[1], hot, NOW))
+    styles = {k: v[1] for k, v in register_cells(DEVS[0], LATEST[1], hot, NOW).items()}
     assert styles["psu1_status"] == SEVERITY_STYLE["warning"]  # carried by an active alarm
     # flag bits set in fault/alarm registers are highlighted even before an alarm exists
     assert styles["alarms"] == SEVERITY_STYLE["warning"]
@@ -74,8 +64,24 @@ def test_highlighting() -> None:
     assert styles["leak_zones"] == ""  # no bits set
     assert styles["shelf_status"] == ""  # plain status flags are not alarms
     assert styles["dc_v"] == ""
-    stale = _cell_styles(device_panel(DEVS[1], LATEST[2], hot, NOW))
-    assert stale["flow"] == "dim"
+    stale = register_cells(DEVS[1], LATEST[2], hot, NOW)
+    assert stale["flow"] == ("80 L/min", "dim")
+
+
+def test_panel_lays_out_repeated_blocks_as_a_matrix() -> None:
+    samples = {
+        "dc_v": Sample(51.25, "V", NOW),
+        **{f"psu{i}_out_v": Sample(50.0 + i, "V", NOW) for i in (1, 2, 3)},
+        **{f"psu{i}_temp": Sample(30 + i, "°C", NOW) for i in (1, 2, 3)},
+    }
+    out = text_of(device_panel(DEVS[0], samples, {}, NOW))
+    lines = [line.strip("│ ") for line in out.splitlines()]
+    header = next(line for line in lines if line.startswith("psu "))
+    assert header.split() == ["psu", "psu1", "psu2", "psu3"]
+    assert next(line for line in lines if line.startswith("out_v")).split() == [
+        "out_v", "51", "V", "52", "V", "53", "V"
+    ]
+    assert any(line.split() == ["dc_v", "51.25", "V"] for line in lines)
 
 
 def test_summary_line() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from bus_fakes import FakeBoard
 from click.testing import CliRunner
+
 from rackctl.cli.main import cli
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from rackctl import config
 from rackctl.daemon import Daemon
 from rackproto.errors import ConfigError
@@ -31,7 +32,7 @@ def test_example_config_polls_the_default_emulated_rack(tmp_path: Path) -> None:
     assert [(d.id, d.map) for d in cfg.devices] == [
         (1, "power_shelf"), (2, "power_shelf"), (3, "cdu"), (4, "cdu")]
     assert cfg.devices[3].poll == {"loop": 0.5, "gains": 0.0}
-    assert cfg.store.raw_retention == 6 * 3600 and cfg.store.heartbeat == 600
+    assert cfg.store.raw_retention == 2 * 3600 and cfg.store.heartbeat == 600
     # and the daemon accepts it (rule registers and poll overrides exist in the maps)
     cfg = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, path=str(tmp_path / "h.db")))
     daemon = Daemon(cfg)

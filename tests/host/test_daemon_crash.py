@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_scheduler import PtySlave, board_tables
+
 from rackctl import config
 from rackctl.daemon import UNLOCK_KEY, Daemon, WriteRefused
 from rackproto import regmap
 from rackproto.errors import RangeError
-from test_scheduler import PtySlave, board_tables
 
 ROWS_PER_CYCLE = 4 * 150
 
@@ -101,6 +102,7 @@ def rack():
     _encode(ps, shelf, "psu1_out_v", 54.12)
     _encode(cdu, cooler, "t_supply", 21.5)
     _encode(cdu, cooler, "leak_zones", ["rack_b"])
+    del cooler["input"][cdu.get("heat_load").address]  # firmware without this register
     slave = PtySlave({1: shelf, 3: cooler})
     yield slave, ps, cdu
     slave.close()
@@ -113,7 +115,7 @@ def _config(tmp_path: Path, port: str) -> config.Config:
         port = "{port}"
         baud = 115200
         parity = "N"
-        timeout = "50ms"
+        timeout = "150ms"
         retries = 0
         dormant_after = 2
         reprobe = "1h"
@@ -163,12 +165,15 @@ async def test_daemon_polls_stores_alarms_and_writes(tmp_path: Path, rack: Any) 
         assert daemon.latest[3]["t_supply"][:2] == (21.5, "°C")
         assert daemon.latest[1]["psu1_out_v"][:2] == (54.12, "V")
         assert daemon.latest[3]["leak_zones"][0] == ["rack_b"]
+        await _until(lambda: "heat_load" in daemon.devices[3].dropped)
+        assert "heat_load" not in daemon.latest[3] and "flow" in daemon.latest[3]
         assert seen == [(5, "dormant")]
         assert daemon.devices[1].online and daemon.devices[1].counters.ok > 0
         assert daemon.devices[5].counters.timeouts == 2
 
         keys = {(a.device, a.key) for a in daemon.alarms.list()}
-        assert {(3, "leak_zones.rack_b"), (3, "rule:warm"), (5, "comm.dormant")} <= keys
+        assert {(3, "leak_zones.rack_b"), (3, "rule:warm"), (5, "comm.dormant"),
+                (3, "dropped.heat_load")} <= keys
 
         await _until(lambda: daemon.store.last(3, "t_supply") is not None)
         assert daemon.store.last(3, "t_supply")[1] == 21.5

@@ -15,6 +15,7 @@ from http_fakes import FakeAlarm, FakeDaemon
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+
 from rackctl.metrics import UNIT_FAMILIES, RackMetrics, unit_family
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from http_fakes import FakeDaemon
 from hypothesis import given
 from hypothesis import strategies as st
+
 from rackctl.http_server import create_app, parse_bind
 from rackctl.openapi import openapi_document
 

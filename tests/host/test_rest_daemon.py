@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from bus_fakes import FakeBoard, FakeLink, make_daemon
 from prometheus_client.parser import text_string_to_metric_families
+
 from rackctl.http_server import create_app
 
 pytestmark = pytest.mark.timeout(30)
@@ -33,10 +37,13 @@ async def running(boards: dict[int, FakeBoard]) -> AsyncIterator[tuple[Any, Test
     app = create_app(daemon, daemon.config.http.token)
     await daemon.start()
     try:
-        for _ in range(200):  # until both devices have reported their telemetry
-            if all("flow" in r or "dc_v" in r for r in daemon.latest.values()) and len(daemon.latest) == 2:
+        for _ in range(1000):  # until both devices have reported their telemetry (<= 10 s)
+            latest = daemon.latest
+            if "dc_v" in latest.get(1, {}) and "flow" in latest.get(3, {}) and daemon.alarms.list():
                 break
             await asyncio.sleep(0.01)
+        else:
+            pytest.fail(f"daemon did not poll both devices: {sorted(daemon.latest)}")
         async with TestClient(TestServer(app)) as client:
             yield daemon, client
     finally:
@@ -113,6 +120,13 @@ async def test_metrics_from_real_daemon(running: tuple[Any, TestClient]) -> None
     polls = [s for s in fams["rack_poll_duration_seconds"].samples if s.name.endswith("_count")]
     assert polls and polls[0].labels["bus"] == "bus0" and polls[0].value > 0
     assert fams["rack_scheduler_requests"].samples[0].value > 0
+    registers = {s.labels.get("register", "") for f in fams.values() for s in f.samples}
+    assert "dc_v" in registers and "ov_threshold" in registers  # telemetry and settings
+    # event-log window, update mailbox, control block and identity are not exported as values
+    assert not {r for r in registers if r.startswith(("event1_", "event8_"))}
+    assert not {"update_state", "update_offset", "unlock_key", "hw_rev"} & registers
+    info = [s for s in fams["rack_device_info"].samples if s.labels["device"] == "1"]
+    assert info[0].labels["fw_version"] == "1.2" and info[0].labels["serial"] == "PS0001"
 
 
 async def test_counters_from_real_daemon(running: tuple[Any, TestClient]) -> None:
@@ -121,3 +135,28 @@ async def test_counters_from_real_daemon(running: tuple[Any, TestClient]) -> Non
     assert set(body) == {"1", "3"}
     assert body["1"]["requests"] > 0 and body["1"]["timeouts"] == 0
     assert "exception_codes" not in body["1"]
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("PROMTOOL") or shutil.which("promtool")), reason="promtool not installed"
+)
+async def test_promtool_accepts_real_daemon_metrics(running: tuple[Any, TestClient]) -> None:
+    _, client = running
+    text = await (await client.get("/metrics")).read()
+    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool") or "promtool"
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=20)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
+async def test_coil_and_enum_writes(running: tuple[Any, TestClient], boards: dict[int, FakeBoard]) -> None:
+    _, client = running
+    resp = await client.post("/api/devices/3/registers/identify", json={"value": True}, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert boards[3].words["coil"][boards[3].map.get("identify").address] == 1
+    resp = await client.post("/api/devices/1/registers/psu2_on_cmd", json={"value": "off"}, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["value"] == "off"
+    resp = await client.post("/api/devices/1/registers/psu2_on_cmd", json={"value": "maybe"}, headers=AUTH)
+    assert resp.status == 400
+    resp = await client.post("/api/devices/1/registers/vout_setpoint", json={"value": {"x": 1}}, headers=AUTH)
+    assert resp.status == 400

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackctl.modbus_client import Counters, RtuClient, expected_length, t35
 from rackctl.scheduler import (
     DORMANT,
@@ -32,7 +33,7 @@ from rackctl.scheduler import (
 )
 from rackproto import regmap
 from rackproto.crc import check, with_crc
-from rackproto.errors import CrcError, DeviceTimeout, ModbusException
+from rackproto.errors import CrcError, DeviceTimeout, FrameError, ModbusException
 from rackproto.regtypes import Register
 
 TEST_MAP = """
@@ -169,7 +170,8 @@ class ScriptedLink:
 
 class PtySlave:
     """A minimal RTU server on a pty master. ``faults`` scripts the next answers:
-    ``"drop"`` (no answer), ``"crc"`` (corrupt CRC), ``("exc", code)``."""
+    ``"drop"`` (no answer), ``"crc"`` (corrupt CRC), ``"short"`` (a valid frame one
+    register short), ``("exc", code)``."""
 
     def __init__(self, units: dict[int, dict[str, dict[int, int]]]):
         self.units = units
@@ -230,7 +232,8 @@ class PtySlave:
         elif fc in (1, 2, 3, 4) and any(a not in tables[table] for a in range(addr, addr + count)):
             out = with_crc(bytes([unit, fc | 0x80, 2]))
         elif fc in (3, 4):
-            data = b"".join(struct.pack(">H", tables[table][a]) for a in range(addr, addr + count))
+            n = count - 1 if fault == "short" else count  # "short": a reply to another request
+            data = b"".join(struct.pack(">H", tables[table][a]) for a in range(addr, addr + n))
             out = with_crc(bytes([unit, fc, len(data)]) + data)
         elif fc in (1, 2):
             bits = [tables[table][a] for a in range(addr, addr + count)]
@@ -498,7 +501,7 @@ def pty_slave(testmap: Any):
 
 @pytest.fixture
 async def client(pty_slave: PtySlave):
-    c = RtuClient(pty_slave.path, baud=115200, parity="N", timeout=0.05, retries=2)
+    c = RtuClient(pty_slave.path, baud=115200, parity="N", timeout=0.2, retries=2)
     await c.connect()
     yield c
     c.close()
@@ -524,6 +527,19 @@ async def test_client_counts_crc_errors_timeouts_and_exceptions_separately(
     assert (c.requests, c.ok, c.crc_errors, c.timeouts, c.exceptions, c.retries) == (5, 2, 4, 4, 1, 6)
     assert c.exception_codes == {2: 1}
     assert client.counters(2).requests == 0
+
+
+@pytest.mark.timeout(20)
+async def test_client_rejects_an_answer_that_does_not_fit_the_request(
+    pty_slave: PtySlave, client: RtuClient
+) -> None:
+    pty_slave.faults = ["short"]
+    assert await client.read(1, "input", 0, 3) == [1234, 0, 0]  # retried, then right
+    pty_slave.faults = ["short"] * 3
+    with pytest.raises(FrameError):
+        await client.read(1, "input", 0, 3)
+    c = client.counters(1)
+    assert (c.mismatched, c.crc_errors, c.timeouts, c.ok) == (4, 0, 0, 1)
 
 
 @pytest.mark.timeout(20)
@@ -570,3 +586,21 @@ def test_timing_and_length_helpers() -> None:
     assert expected_length(bytes([1, 16])) == 8
     assert expected_length(bytes([1])) is None
 
+
+
+async def test_scan_falls_back_to_device_identification() -> None:
+    class MeiOnly(ScriptedLink):
+        async def read(self, unit: int, table: str, address: int, count: int) -> list[int]:
+            if unit == 9:
+                raise ModbusException(2, 4)  # a third-party board without our identity block
+            return await super().read(unit, table, address, count)
+
+        async def read_identification(self, unit: int) -> dict[int, bytes]:
+            return {0: b"Acme", 1: b"Acme CDU-9", 2: b"1.4"}
+
+    clock = VClock()
+    link = MeiOnly(clock, {})
+    link.words[9] = {}
+    found = await scan(link, [2, 9])
+    assert [(f.unit, f.map_name) for f in found] == [(9, "cdu")]
+    assert found[0].identity == {"vendor": "Acme", "model": "Acme CDU-9", "fw_version": "1.4"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackctl.store import Store
 
 T0 = 1_699_999_980.0  # a minute boundary (epoch seconds divisible by 60)
@@ -165,3 +166,17 @@ def test_minute_aggregates_match_the_samples(samples: list[tuple[int, float]]) -
         assert len(got) == len({t // 60 for t, _ in samples})
     finally:
         s.close()
+
+
+def test_scaled_registers_are_stored_as_raw_integers(store: Store) -> None:
+    volts = [54.12, 54.13, 53.99, 54.0]
+    for i, v in enumerate(volts):
+        store.add("shelf", T0 + i, [("dc_v", v, "V", False, 0.01), ("temp", -12.5, "°C", False, 0.1)])
+    store.flush()
+    stored = [v for (v,) in store.conn.execute("SELECT value FROM recent ORDER BY ts, series")]
+    assert stored[::2] == [5412, 5413, 5399, 5400]  # integral: SQLite keeps them as ints on disk
+    assert store.history("shelf", "dc_v", T0, T0 + 10, 0) == [(T0 + i, v) for i, v in enumerate(volts)]
+    assert store.last("shelf", "temp") == (T0 + 3, -12.5)
+    store.maintain(now=T0 + 61)
+    ((_, avg, mn, mx),) = store.history("shelf", "dc_v", T0, T0 + 60, 60)
+    assert (avg, mn, mx) == (pytest.approx(sum(volts) / 4), 53.99, 54.13)

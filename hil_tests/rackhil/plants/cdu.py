@@ -19,8 +19,8 @@ exchanger is throttled by the facility valve.  Equations and parameters:
   (head falls) and lowers the static pressure.
 * **leaks** — per zone; a wet sensor stays wet until dried; the leak flow scales
   with the square root of the driving pressure (pumps stopped: only a seep).
-* **failures** — pump ``"dead"`` (no rotation), ``"overcurrent"`` (bearing: high
-  motor current), ``"no_tach"`` (turns, but the tachometer reads 0); a valve
+* **failures** — pump ``"dead"`` (no rotation), ``"overcurrent"`` (bearing: motor
+  current above ``io_cdu.PUMP_I_MAX``), ``"no_tach"`` (turns, but the tachometer reads 0); a valve
   stuck at a position.
 
 Channel numbers and units are ``rackfw.io_cdu``'s.
@@ -49,7 +49,7 @@ class CduParams:
     facility_in_c: float = 20.0
     ambient_c: float = 25.0
     # pumps (each)
-    rpm_max: float = 3600.0
+    rpm_max: float = float(io.PUMP_RPM_MAX)
     pump_tau_s: float = 1.5
     h0_kpa: float = 400.0  # shut-off head at full speed
     kp_kpa_per_lpm2: float = 0.0009375  # pump's internal curve
@@ -224,8 +224,9 @@ class Cdu(Plant):
             n = pump.rpm / p.rpm_max
             electric_w = hydraulic_w / p.pump_eff + p.pump_idle_w * n
             current = electric_w / motor_va
-            if pump.failure == "overcurrent":
-                current = current * 1.8 + 4.0
+            if pump.failure == "overcurrent" and pump.rpm > 0:
+                # failing bearing / winding: well past the board's trip level
+                current = current * 1.8 + 1.25 * io.PUMP_I_MAX / 100.0
             pump.current_a = current
 
     def _thermal(self, dt_s: float) -> None:

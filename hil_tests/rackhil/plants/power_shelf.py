@@ -41,7 +41,7 @@ FEED_OF_SLOT = (0, 0, 0, 1, 1, 1)  # slots 1-3 on feed A, 4-6 on feed B
 
 @dataclass
 class PsuParams:
-    rated_w: float = 3000.0
+    rated_w: float = float(io.PSU_RATED_W)
     i_max_a: float = 65.0  # hardware current limit whatever the command
     droop_ohm: float = 0.0083  # 0.5 V droop at 60 A
     p0_w: float = 15.0  # no-load loss
@@ -50,7 +50,7 @@ class PsuParams:
     standby_w: float = 5.0  # loss when AC is present but the output is off
     pf: float = 0.99
     ac_ok_min_v: float = 180.0
-    fan_rpm_max: float = 18000.0
+    fan_rpm_max: float = float(io.PSU_FAN_RPM_MAX)
     fan_tau_s: float = 2.0
     c_th_j_per_k: float = 200.0  # hot-spot thermal capacity
     g0_w_per_k: float = 0.6  # convection with the fan stopped
@@ -60,7 +60,7 @@ class PsuParams:
 
 @dataclass
 class BbuParams:
-    capacity_ah: float = 40.0
+    capacity_ah: float = io.BBU_CAPACITY_WH / 48.0  # 1500 Wh at the 48 V mid-charge voltage
     v_empty: float = 44.0  # open-circuit pack voltage at 0 % SOC
     v_full: float = 52.0  # ... and at 100 %
     r_int_ohm: float = 0.02
@@ -114,7 +114,7 @@ class PowerShelf(Plant):
     OUTPUT_DEFAULTS: Mapping[int, int] = {
         **{io.psu_o(s, io.O_PSU_ON): 1 for s in range(io.PSU_COUNT)},
         **{io.psu_o(s, io.O_PSU_VSET): 5100 for s in range(io.PSU_COUNT)},
-        **{io.psu_o(s, io.O_PSU_ILIM): 6000 for s in range(io.PSU_COUNT)},
+        **{io.psu_o(s, io.O_PSU_ILIM): io.PSU_RATED_I for s in range(io.PSU_COUNT)},
         **{io.psu_o(s, io.O_PSU_FAN): 30 for s in range(io.PSU_COUNT)},
         io.O_BBU_ENABLE: 1,
         io.O_BBU_CHARGE_I: 0,

@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from rackctl.cli.common import (
+    EXIT_CONFIG,
     EXIT_USAGE,
     CliError,
     TimeParam,
@@ -79,10 +80,24 @@ def command(ctx: click.Context, db_path: str, show_all: bool, since: float, as_j
 
 @command.command("ack")
 @click.argument("alarm_ids", nargs=-1, type=int, required=True)
+@click.option(
+    "--url", envvar="RACKCTL_URL",
+    help="Ack through a running daemon's REST API (e.g. http://127.0.0.1:8080; env RACKCTL_URL).",
+)
+@click.option("--token", envvar="RACKCTL_TOKEN", help="Bearer token for --url (env RACKCTL_TOKEN).")
 @click.pass_obj
 @cli_errors
-def ack(db_path: str, alarm_ids: tuple[int, ...]) -> None:
-    """Acknowledge ALARM_IDS (see the id column of `rackctl alarms`)."""
+def ack(db_path: str, alarm_ids: tuple[int, ...], url: str | None, token: str | None) -> None:
+    """Acknowledge ALARM_IDS (see the id column of `rackctl alarms`).
+
+    With the daemon running, use --url so it sees the ack at once; without, the
+    database is updated and the daemon picks it up at its next start.
+    """
+    if url:
+        for alarm_id in alarm_ids:
+            alarm = _ack_via_rest(url, token, alarm_id)
+            click.echo(f"acknowledged {alarm['id']}: device {alarm['device']} {alarm['name']}")
+        return
     mgr = _manager(db_path)
     try:
         for alarm_id in alarm_ids:
@@ -93,3 +108,29 @@ def ack(db_path: str, alarm_ids: tuple[int, ...]) -> None:
             click.echo(f"acknowledged {alarm.id}: {alarm.device_name} {alarm.name} ({alarm.state})")
     finally:
         mgr.store.close()
+
+
+def _ack_via_rest(url: str, token: str | None, alarm_id: int) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    if not token:
+        raise CliError("--url needs --token (or RACKCTL_TOKEN): acks are writes", EXIT_USAGE)
+    req = urllib.request.Request(
+        f"{url.rstrip('/')}/api/alarms/{alarm_id}/ack",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        code = EXIT_USAGE if exc.code in (401, 404) else 1
+        raise CliError(f"{url}: {exc.code} {message}", code) from None
+    except urllib.error.URLError as exc:
+        raise CliError(f"{url}: cannot reach the daemon ({exc.reason})", EXIT_CONFIG) from None

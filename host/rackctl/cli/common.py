@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import os
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
+
 from rackproto.errors import (
     ConfigError,
     CrcError,
@@ -33,7 +36,6 @@ from rackproto.errors import (
     RackError,
     RangeError,
 )
-from rich.console import Console
 
 # exit codes (documented in `rackctl --help` epilogs and docs/operations)
 EXIT_ERROR = 1  # any other rackctl error
@@ -90,6 +92,12 @@ def error_for(exc: BaseException) -> CliError:
         return CliError(f"{exc.filename}: no such file or device", EXIT_CONFIG)
     if isinstance(exc, OSError):
         return CliError(f"{exc}", EXIT_ERROR)
+    if isinstance(exc, sqlite3.Error):
+        return CliError(
+            f"history database error: {exc} — a file from an older rackctl, or damaged? "
+            "move it aside (--db) and let the daemon start a new one",
+            EXIT_CONFIG,
+        )
     if os.environ.get("RACKCTL_DEBUG"):
         raise exc
     return CliError(

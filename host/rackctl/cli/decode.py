@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 
 import click
+from rich.console import Console
+from rich.table import Table
+
 from rackproto.decode import Decoded, Interpretation, decode_frame, parse_hex
 from rackproto.errors import CrcError, FrameError, MapError
 from rackproto.regmap import RegisterMap, load
-from rich.console import Console
-from rich.table import Table
 
 
 def _load_map(name: str | None) -> RegisterMap | None:

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import click
-from rackproto.errors import CrcError, DeviceTimeout, ModbusException
 from rich.live import Live
 
 from rackctl.cli.common import (
@@ -29,6 +28,7 @@ from rackctl.cli.common import (
 )
 from rackctl.daemon_view import DeviceView, Sample
 from rackctl.monitor_view import render, summary_line
+from rackproto.errors import CrcError, DeviceTimeout, ModbusException
 
 
 class BusPoller:
@@ -86,11 +86,11 @@ async def monitor_loop(bus: BusOptions, ids: list[int], interval: float, count: 
             return render(poller.devices(), poller.latest, footer=footer)
 
         if live and console.is_terminal:
-            with Live(view(), console=console, refresh_per_second=4, transient=False) as screen:
+            with Live(view(), console=console, auto_refresh=False, transient=False) as screen:
                 while count is None or done < count:
                     started = time.monotonic()
                     await poller.cycle()
-                    screen.update(view())
+                    screen.update(view(), refresh=True)
                     done += 1
                     await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -30,8 +31,15 @@ from rackctl.monitor_view import render, summary_line
 
 log = logging.getLogger("rackctl.cli.run")
 
-# the default emulated rack when rackhil does not say otherwise: (unit id, map, name)
-DEFAULT_LAYOUT: tuple[tuple[int, str, str], ...] = ((1, "power_shelf", "shelf-1"), (2, "cdu", "cdu-1"))
+# the default rack (examples/rack.toml) when rackhil cannot say: (unit id, map, name)
+DEFAULT_LAYOUT: tuple[tuple[int, str, str], ...] = (
+    (1, "power_shelf", "shelf-1"),
+    (2, "power_shelf", "shelf-2"),
+    (3, "cdu", "cdu-1"),
+    (4, "cdu", "cdu-2"),
+)
+# the daemon side of the default rack (poll overrides, alarm rules), if run from the repo
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "daemon.toml"
 
 
 @dataclass
@@ -43,26 +51,34 @@ class RackHandle:
     stop: Any = field(default=lambda: None)
 
 
+def default_layout() -> tuple[tuple[int, str, str], ...]:
+    """Boards of the default rack spec (rackhil.rackspec), else DEFAULT_LAYOUT."""
+    try:
+        from rackhil.rackspec import default
+    except ImportError:
+        return DEFAULT_LAYOUT
+    return tuple((b.id, b.map_name, b.name) for b in default().boards)
+
+
 def start_emulated_rack() -> RackHandle:
     """Start the default software rack in real time on a pty.
 
     TODO(rackhil): bind to the final ``rackhil.rack`` API once it lands. Expected
-    shape: ``Rack.default(realtime=True)`` with ``.start()``, a pty ``.port``,
-    ``.devices`` as ``(unit, map_name, name)`` and ``.stop()``.
+    shape: ``Rack.default(realtime=True)`` (or ``Rack()``) with ``.start()``, the pty
+    path as ``.port`` and ``.stop()``; the boards come from ``rackhil.rackspec.default()``.
     """
     try:
         from rackhil.rack import Rack  # lazy: only `run` and `sim` need the emulator
     except ImportError as exc:
         raise CliError(
             f"the emulated rack is not available ({exc}); "
-            "watch a real bus or pty instead: rackctl run --port /dev/ttyUSB0",
+            "watch a real bus or pty instead: rackctl run --port /dev/ttyUSB0 --ids 1:power_shelf",
             EXIT_CONFIG,
         ) from None
     rack = Rack.default(realtime=True) if hasattr(Rack, "default") else Rack()
     if hasattr(rack, "start"):
         rack.start()
-    layout = tuple(getattr(rack, "devices", ()) or ()) or DEFAULT_LAYOUT
-    return RackHandle(port=str(rack.port), layout=layout, stop=getattr(rack, "stop", lambda: None))
+    return RackHandle(port=str(rack.port), layout=default_layout(), stop=getattr(rack, "stop", lambda: None))
 
 
 def build_config(port: str, layout: tuple[tuple[int, str, str], ...], db: str, http: str, parity: str, baud: int) -> Any:
@@ -95,11 +111,13 @@ async def live_view(daemon: Any, server: HttpServer, stop: asyncio.Event, intera
         return render(view.devices(daemon), view.latest(daemon), view.alarms(daemon), footer=footer)
 
     if interactive:
-        with Live(frame(), console=console, refresh_per_second=2, screen=False) as screen:
+        # redraw from the loop once a second (no refresh thread): a frame of the default
+        # rack renders in a few tens of ms, a pause the poll schedule absorbs
+        with Live(frame(), console=console, auto_refresh=False, screen=False) as screen:
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
-                screen.update(frame())
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                screen.update(frame(), refresh=True)
         return
     click.echo(f"rackctl run: REST {server.url}/api/devices, metrics {server.url}/metrics")
     while not stop.is_set():
@@ -130,12 +148,32 @@ async def run_stack(cfg: Any, *, interactive: bool, every: float, duration: floa
             await task
 
 
+def run_config(
+    config: str | None, rack: RackHandle, db: str, http: str, parity: str, baud: int
+) -> Any:
+    """The daemon config: ``--config`` (or the repo's example for the default rack) with
+    the port, database and HTTP bind of this run; else one built from the layout."""
+    from rackctl.cli.daemon import apply_overrides
+    from rackctl.config import load
+
+    if config is None and EXAMPLE_CONFIG.exists() and rack.layout == default_layout():
+        config = str(EXAMPLE_CONFIG)
+    if config is None:
+        return build_config(rack.port, rack.layout, db, http, parity, baud)
+    cfg = apply_overrides(load(config), rack.port, http, db)
+    token = os.environ.get("RACKCTL_TOKEN")
+    if token:  # REST writes for this session without editing the config
+        cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, token=token))
+    return cfg
+
+
 @click.command()
 @click.option("--port", help="Watch this bus instead of starting the emulated rack.")
 @click.option("--parity", type=click.Choice(["N", "E", "O"]), default="N", show_default=True,
               help="Parity for --port (the emulator's pty needs N).")
 @click.option("--baud", type=int, default=115200, show_default=True)
-@click.option("--ids", default="", help="With --port: unit ids as ID:MAP,… e.g. 1:power_shelf,2:cdu.")
+@click.option("--ids", default="", help="With --port: unit ids as ID:MAP,… e.g. 1:power_shelf,3:cdu.")
+@click.option("--config", type=click.Path(dir_okay=False), help="Daemon config (default: examples/daemon.toml for the default rack).")
 @click.option("--http", default="127.0.0.1:8080", show_default=True, help="REST + /metrics bind (port 0: any free one).")
 @click.option("--db", default="var/rackctl.db", show_default=True, help="History database.")
 @click.option("--every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
@@ -143,14 +181,14 @@ async def run_stack(cfg: Any, *, interactive: bool, every: float, duration: floa
 @click.option("--duration", type=click.FloatRange(min=0), hidden=True, help="Stop after N seconds (CI).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @cli_errors
-def command(port: str | None, parity: str, baud: int, ids: str, http: str, db: str, every: float,
-            duration: float | None, log_level: str) -> None:
+def command(port: str | None, parity: str, baud: int, ids: str, config: str | None, http: str,
+            db: str, every: float, duration: float | None, log_level: str) -> None:
     """Run the emulated rack, the daemon, /metrics, REST and a live monitor (Ctrl-C stops)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     rack = RackHandle(port=port, layout=_layout(ids)) if port else start_emulated_rack()
     try:
-        cfg = build_config(rack.port, rack.layout, db, http, parity, baud)
+        cfg = run_config(config, rack, db, http, parity, baud)
         interactive = sys.stdout.isatty()
         asyncio.run(run_stack(cfg, interactive=interactive, every=every, duration=duration))
     except KeyboardInterrupt:
@@ -161,7 +199,7 @@ def command(port: str | None, parity: str, baud: int, ids: str, http: str, db: s
 
 def _layout(text: str) -> tuple[tuple[int, str, str], ...]:
     if not text:
-        return DEFAULT_LAYOUT
+        return default_layout()
     out = []
     for part in text.split(","):
         unit, sep, map_name = part.partition(":")

@@ -84,8 +84,13 @@ def _hr_tables(rmap: RegisterMap) -> list[str]:
             elif isinstance(raw, int):
                 default[r.address] = (raw >> 16) & 0xFFFF
                 default[r.address + 1] = raw & 0xFFFF
-    lines = ["", "# Holding write checks, indexed by holding address (signed types as signed ints)."]
-    lines.append("# Multi-word registers and gaps: 0..65535 here; the owner checks the whole value.")
+    lines = [
+        "",
+        "# Holding write checks, indexed by holding address (signed types as signed ints).",
+    ]
+    lines.append(
+        "# Multi-word registers and gaps: 0..65535 here; the owner checks the whole value."
+    )
     lines += _tuple("HR_MIN", lo)
     lines += _tuple("HR_MAX", hi)
     lines.append("# 0 = ro (or no register), 1 = rw, 2 = protected (needs unlock)")
@@ -122,6 +127,7 @@ def firmware_module(rmap: RegisterMap) -> str:
         "",
         "from micropython import const",
         "",
+        "# fmt: off",
         _c("regmap_version", rmap.version),
     ]
     if rmap.board_type is not None:

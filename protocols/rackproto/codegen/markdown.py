@@ -104,9 +104,7 @@ def _sets(title: str, sets: dict[str, dict[str, int]], what: str) -> list[str]:
 
 def markdown(rmap: RegisterMap) -> str:
     """Return ``docs/registers/<map>.md`` for ``rmap``."""
-    sizes = ", ".join(
-        f"{t} {rmap.table_size(t)}" for t in ("input", "holding", "coil", "discrete")
-    )
+    sizes = ", ".join(f"{t} {rmap.table_size(t)}" for t in ("input", "holding", "coil", "discrete"))
     out = [
         f"# {rmap.title} (`{rmap.name}`, map version {rmap.version})",
         "",
@@ -127,7 +125,10 @@ def markdown(rmap: RegisterMap) -> str:
         decls = [d for d in rmap.decls if d.table == table]
         if not decls:
             continue
-        out += [f"## {table.capitalize()} {'registers' if table in ('input', 'holding') else 'bits'}", ""]
+        out += [
+            f"## {table.capitalize()} {'registers' if table in ('input', 'holding') else 'bits'}",
+            "",
+        ]
         for d in decls:
             out += _decl_section(rmap, d)
     out += _sets("Flag sets", rmap.flag_sets, "bit numbers")

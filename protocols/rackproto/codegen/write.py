@@ -57,7 +57,9 @@ def stale(expected: dict[Path, str]) -> dict[Path, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rackproto.codegen.write", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="compare, do not write; exit 1 on any difference")
+    parser.add_argument(
+        "--check", action="store_true", help="compare, do not write; exit 1 on any difference"
+    )
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,0 +1,304 @@
+"""rackctl controller on a Raspberry Pi Pico (RP2040): pins, HAL objects, main loop.
+
+This is the only file that knows pin numbers. It wraps ``machine`` peripherals
+into the HAL of docs/contracts.md and hands them to ``rackfw.board.Board``.
+
+Wiring (RS-485 through a MAX3485-class 3.3 V half-duplex transceiver)
+---------------------------------------------------------------------
+=========  ==========  ===================================================
+Pico pin   GPIO        connection
+=========  ==========  ===================================================
+1          GP0         UART0 TX  -> MAX3485 DI
+2          GP1         UART0 RX  <- MAX3485 RO (10 k pull-up: idle high)
+4          GP2         MAX3485 DE and /RE tied together (high = transmit)
+31         GP26/ADC0   CDU: supply temperature transmitter (0-3.3 V)
+32         GP27/ADC1   CDU: return temperature transmitter
+34         GP28/ADC2   CDU: differential pressure transmitter
+--         ADC4        RP2040 internal sensor -> board temperature (channel 0)
+21         GP16        PWM: pump 1 speed (25 kHz, to the pump driver's PWM in)
+22         GP17        PWM: pump 2 speed
+24         GP18        PWM: facility valve position (RC-filtered to 0-10 V stage)
+26         GP20        pump 1 tachometer (open collector, 2 pulses/rev)
+27         GP21        pump 2 tachometer
+14-17      GP10..GP13  leak sensor zones 0..3 (active low, 10 k pull-up)
+19         GP14        unit id strap bit 0 (jumper to GND = 1) ... GP15 bit 1
+=========  ==========  ===================================================
+MAX3485: VCC 3.3 V (pin 36), A/B to the bus pair with 120 ohm termination at
+the two bus ends only, 560 ohm failsafe bias on the master. Line settings 8E1.
+
+Hardware watchdog: ``machine.WDT(timeout=WDT_MS)``; the Board feeds it from
+its control tick only while the loop is healthy (see rackfw.board).
+
+Flash: the configuration and event log live in one 24 KiB file on the board's
+littlefs filesystem (``/rackfw.dat``) rather than on raw flash, because the
+filesystem owns the flash after the MicroPython image. littlefs is itself
+power-loss safe; the two-copy config store adds the CRC/sequence guarantees.
+Flash operations stall the RP2040 (XIP), so the Board performs them only while
+the bus is idle.
+
+Power shelf variant: PSU telemetry comes over PMBus (I2C) on a real shelf;
+that driver is not part of this board file, so the PSU channels read
+``SENSOR_OPEN`` (the application reports them as sensor faults, safely).
+
+Known limits on hardware: the UART FIFO hides per-byte arrival times, so the
+t1.5 inter-byte check has the resolution of the poll period (POLL_MAX_US);
+``send`` slices a memoryview, which allocates a few bytes per reply.
+"""
+
+import time
+
+import machine
+from micropython import const
+
+from rackfw.board import Board
+
+BOARD_KIND = "cdu"  # or "power_shelf"
+BAUD = 19200
+WDT_MS = const(2000)
+POLL_MAX_US = const(200)
+FLASH_FILE = "/rackfw.dat"
+FLASH_SIZE = const(6 * 4096)
+SERIAL = "PICO-0001"
+HW_REV = const(1)
+
+PIN_TX = const(0)
+PIN_RX = const(1)
+PIN_DE = const(2)
+PIN_PUMP_PWM = (16, 17)
+PIN_VALVE_PWM = const(18)
+PIN_TACH = (20, 21)
+PIN_LEAK = (10, 11, 12, 13)
+PIN_STRAP = (14, 15)
+
+
+class Rs485Uart:
+    """machine.UART with the HAL's byte-wise, non-blocking interface."""
+
+    def __init__(self, baud):
+        self.baud = baud
+        self.u = machine.UART(
+            0, baudrate=baud, bits=8, parity=0, stop=1,
+            tx=machine.Pin(PIN_TX), rx=machine.Pin(PIN_RX),
+            timeout=0, txbuf=260, rxbuf=512,
+        )
+        self._b = bytearray(1)
+        self._buf = bytearray(0)
+        self._mv = memoryview(self._buf)
+
+    def any(self):
+        return self.u.any()
+
+    def read_byte(self):
+        if self.u.readinto(self._b, 1):
+            return self._b[0]
+        return -1
+
+    def send(self, buf, n):
+        if self._buf is not buf:
+            self._buf = buf
+            self._mv = memoryview(buf)
+        self.u.write(self._mv[:n])
+
+    def tx_done(self):
+        return self.u.txdone()
+
+
+class Clock:
+    def ticks_us(self):
+        return time.ticks_us()
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+
+class Tach:
+    """Counts tachometer edges in a hard IRQ (an int increment: no allocation)."""
+
+    def __init__(self, pin_no):
+        self.count = 0
+        self.pin = machine.Pin(pin_no, machine.Pin.IN, machine.Pin.PULL_UP)
+        self.pin.irq(self._edge, machine.Pin.IRQ_FALLING, hard=True)
+        self._last_count = 0
+        self._last_ms = time.ticks_ms()
+        self.rpm = 0
+
+    def _edge(self, _pin):
+        self.count += 1
+
+    def update(self):
+        now = time.ticks_ms()
+        dt = time.ticks_diff(now, self._last_ms)
+        if dt >= 500:
+            pulses = self.count - self._last_count
+            self._last_count = self.count
+            self._last_ms = now
+            self.rpm = pulses * 30000 // dt  # 2 pulses per revolution
+        return self.rpm
+
+
+class CduSensors:
+    """ADC channels scaled to the integer units of rackfw.io_cdu."""
+
+    def __init__(self):
+        from rackfw import io_cdu as io
+
+        self.io = io
+        self.adc = (machine.ADC(26), machine.ADC(27), machine.ADC(28))
+        self.temp = machine.ADC(4)
+        self.tach = (Tach(PIN_TACH[0]), Tach(PIN_TACH[1]))
+        self.leak = [machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_UP) for p in PIN_LEAK]
+
+    def read(self, ch):
+        io = self.io
+        if ch == io.S_BOARD_T:
+            mv = self.temp.read_u16() * 3300 // 65535
+            return 270 - (mv * 1000 - 706000) * 10 // 1721  # 0.1 degC (RP2040 datasheet 4.9.5)
+        if ch == io.S_T_SUPPLY or ch == io.S_T_RETURN:
+            raw = self.adc[0 if ch == io.S_T_SUPPLY else 1].read_u16()
+            return raw * 10000 // 65535  # 0..100.00 degC transmitter, 0.01 degC
+        if ch == io.S_DP:
+            return self.adc[2].read_u16() * 3000 // 65535  # 0..300.0 kPa, 0.1 kPa
+        if ch == io.S_LEAK:
+            m = 0
+            for i in range(len(self.leak)):
+                if not self.leak[i].value():
+                    m |= 1 << i
+            return m
+        base = io.S_PUMP_BASE
+        if base <= ch < base + io.PUMP_COUNT * io.S_PUMP_STRIDE:
+            i = (ch - base) // io.S_PUMP_STRIDE
+            if (ch - base) % io.S_PUMP_STRIDE == io.S_PUMP_RPM:
+                return self.tach[i].update()
+        return io.SENSOR_OPEN  # not wired on this board
+
+
+class ShelfSensors:
+    def __init__(self):
+        from rackfw import io_power as io
+
+        self.io = io
+        self.temp = machine.ADC(4)
+
+    def read(self, ch):
+        if ch == self.io.S_BOARD_T:
+            mv = self.temp.read_u16() * 3300 // 65535
+            return 270 - (mv * 1000 - 706000) * 10 // 1721
+        return self.io.SENSOR_OPEN  # PMBus driver not part of this board file
+
+
+class PwmOutputs:
+    """PWM outputs taking 0.1 % commands (0..1000); other channels are remembered only."""
+
+    def __init__(self, pwm_by_channel, n):
+        self.pwm = pwm_by_channel
+        self.last = [0] * n
+
+    def write(self, ch, value):
+        self.last[ch] = value
+        p = self.pwm.get(ch)
+        if p is not None:
+            v = 0 if value < 0 else (1000 if value > 1000 else value)
+            p.duty_u16(v * 65535 // 1000)
+
+    def read(self, ch):
+        return self.last[ch]
+
+
+class FileFlash:
+    """The flash HAL on a littlefs file: erase = fill 0xFF, write = program bytes."""
+
+    SECTOR = 4096
+
+    def __init__(self, path, size):
+        self.path = path
+        self.n = size
+        try:
+            self.f = open(path, "r+b")
+        except OSError:
+            with open(path, "wb") as f:
+                blank = b"\xff" * 256
+                for _ in range(size // 256):
+                    f.write(blank)
+            self.f = open(path, "r+b")
+
+    def size(self):
+        return self.n
+
+    def read(self, offset, buf, n):
+        self.f.seek(offset)
+        if n == len(buf):
+            self.f.readinto(buf)
+        else:
+            self.f.readinto(memoryview(buf)[:n])
+
+    def write(self, offset, buf, n):
+        self.f.seek(offset)
+        self.f.write(memoryview(buf)[:n])
+        self.f.flush()
+
+    def erase(self, offset, n):
+        blank = b"\xff" * 256
+        self.f.seek(offset)
+        for _ in range(n // 256):
+            self.f.write(blank)
+        self.f.flush()
+
+
+def _pwm(pin_no):
+    p = machine.PWM(machine.Pin(pin_no))
+    p.freq(25000)
+    p.duty_u16(0)
+    return p
+
+
+def _reset_cause():
+    c = machine.reset_cause()
+    if c == machine.WDT_RESET:
+        return 2  # enum reset_cause.watchdog
+    if c == machine.PWRON_RESET:
+        return 1
+    return 4  # software / debugger
+
+
+def _unit_id():
+    uid = 0
+    for i in range(len(PIN_STRAP)):
+        if not machine.Pin(PIN_STRAP[i], machine.Pin.IN, machine.Pin.PULL_UP).value():
+            uid |= 1 << i
+    return uid  # 0: no strap fitted -> the configured modbus_address is used
+
+
+def _cdu():
+    from rackfw import io_cdu as io
+    from rackfw.cooling.app import CduApp
+
+    pwm = {io.O_PUMP_BASE: _pwm(PIN_PUMP_PWM[0]), io.O_PUMP_BASE + 1: _pwm(PIN_PUMP_PWM[1]),
+           io.O_VALVE: _pwm(PIN_VALVE_PWM)}
+    return CduApp, CduSensors(), PwmOutputs(pwm, io.OUTPUT_COUNT)
+
+
+def _shelf():
+    from rackfw import io_power as io
+    from rackfw.power.app import PowerShelfApp
+
+    return PowerShelfApp, ShelfSensors(), PwmOutputs({}, io.OUTPUT_COUNT)
+
+
+def build():
+    de = machine.Pin(PIN_DE, machine.Pin.OUT, value=0)
+    uart = Rs485Uart(BAUD)
+    app, sensors, outputs = _cdu() if BOARD_KIND == "cdu" else _shelf()
+    wdt = machine.WDT(timeout=WDT_MS)
+    return Board(uart, de, Clock(), sensors, outputs, FileFlash(FLASH_FILE, FLASH_SIZE), wdt,
+                 app, _unit_id(), None, SERIAL, HW_REV, _reset_cause(), None, 0, machine.reset)
+
+
+def run(board):
+    """The cooperative main loop: poll, then sleep no longer than the board allows."""
+    while True:
+        d = board.poll()
+        time.sleep_us(d if d < POLL_MAX_US else POLL_MAX_US)
+
+
+if __name__ == "__main__":
+    run(build())

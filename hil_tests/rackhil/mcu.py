@@ -1,0 +1,390 @@
+"""Drive MicroPython WebAssembly VMs (one per board) from Python.
+
+``McuProcess`` starts ``node mcu_host.mjs`` and talks to it over pipes with one JSON
+object per line; bytes travel as hex. Each board lives in its own Node worker thread
+(the pyscript port allows one VM per JS realm), so a batch command such as
+:meth:`McuProcess.advance` runs several boards in parallel for one pipe round-trip.
+
+Time inside a VM is virtual: ``ticks_us()`` is whatever the worker's event loop says.
+Real time only matters for hangs: wasm cannot be interrupted, so the host terminates
+a worker that does not answer within ``hang_timeout_s`` and reboots the board as a
+watchdog reset (flash kept), which is reported in :attr:`BoardStep.resets`.
+
+``VmNode`` adapts one board to the bus ``Node`` protocol (docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rackproto.errors import RackError
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+HOST_SCRIPT = HERE / "mcu_host.mjs"
+REPO_ROOT = HERE.parent.parent
+FIRMWARE_DIR = REPO_ROOT / "firmware"
+
+RESET_POWER_ON = 1
+RESET_WATCHDOG = 3
+DEFAULT_FLASH_SIZE = 256 * 1024
+
+
+class McuError(RackError, RuntimeError):
+    """The MCU host failed (Node missing, protocol error, host process died)."""
+
+
+class McuUnavailable(McuError):
+    """Node or the MicroPython WebAssembly package is not installed."""
+
+
+class McuCrash(McuError):
+    """A Python exception escaped the firmware; ``traceback`` is MicroPython's text."""
+
+    def __init__(self, board: str, traceback: str, steps: Mapping[str, BoardStep] | None = None):
+        super().__init__(f"firmware on board {board!r} crashed:\n{traceback}")
+        self.board = board
+        self.traceback = traceback
+        self.steps = dict(steps or {})
+
+
+class McuHang(McuError):
+    """Code run in a board did not return in real time; the board was watchdog-reset."""
+
+    def __init__(self, board: str, step: BoardStep | None = None):
+        super().__init__(f"board {board!r} hung and was reset by the watchdog")
+        self.board = board
+        self.step = step
+
+
+@dataclass
+class BoardStep:
+    """What one board did during one command (advance, boot, power cycle)."""
+
+    now_us: int
+    tx: list[tuple[int, bytes]] = field(default_factory=list)
+    de: list[tuple[int, int]] = field(default_factory=list)
+    outputs: list[tuple[int, int, int]] = field(default_factory=list)
+    printed: list[str] = field(default_factory=list)
+    resets: list[tuple[int, int, str]] = field(default_factory=list)
+    crashed: str | None = None
+    hung: bool = False
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BoardStep:
+        return cls(
+            now_us=int(d.get("now", 0)),
+            tx=[(int(t), bytes.fromhex(h)) for t, h in d.get("tx", [])],
+            de=[(int(t), int(v)) for t, v in d.get("de", [])],
+            outputs=[(int(t), int(c), int(v)) for t, c, v in d.get("outputs", [])],
+            printed=list(d.get("printed", [])),
+            resets=[(int(r[0]), int(r[1]), str(r[2])) for r in d.get("resets", [])],
+            crashed=d.get("crashed"),
+            hung="hung_at" in d,
+        )
+
+
+_LIVE: weakref.WeakSet[McuProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for proc in list(_LIVE):
+        proc.kill()
+
+
+def _check_node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise McuUnavailable("node (>= 20) is not on PATH: install Node.js and run `make setup`")
+    return node
+
+
+def firmware_files(*packages: str, root: Path = FIRMWARE_DIR, dest: str = "/lib") -> dict[str, str]:
+    """Collect firmware sources as ``{vm_path: text}`` for :meth:`McuProcess.load`.
+
+    ``packages`` are paths relative to ``root`` (a directory is taken recursively, ``.py``
+    files only); they land under ``dest`` with the same relative path.
+    """
+    out: dict[str, str] = {}
+    for pkg in packages:
+        src = root / pkg
+        paths = sorted(src.rglob("*.py")) if src.is_dir() else [src]
+        for p in paths:
+            rel = p.relative_to(root if src.is_dir() else src.parent)
+            out[f"{dest}/{rel.as_posix()}"] = p.read_text()
+    return out
+
+
+class McuProcess:
+    """One Node process hosting any number of board VMs.
+
+    Not thread-safe: one caller drives it (requests are strictly request/response).
+    """
+
+    def __init__(self, hang_timeout_s: float = 2.0, cwd: Path | None = None):
+        node = _check_node()
+        self.hang_timeout_s = hang_timeout_s
+        self._next_id = 0
+        self._stderr: collections.deque[str] = collections.deque(maxlen=200)
+        self._crash_reported: set[str] = set()
+        env = dict(os.environ)
+        env.setdefault("RACKHIL_NODE_MODULES", str(REPO_ROOT))
+        self._proc = subprocess.Popen(
+            [node, str(HOST_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            cwd=str(cwd or REPO_ROOT),
+            env=env,
+            start_new_session=True,  # own process group: close() can kill workers too
+        )
+        _LIVE.add(self)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+        try:
+            self.info = self._request("ping")
+        except McuError as exc:
+            self.kill()
+            if "make setup" in str(exc):
+                raise McuUnavailable(str(exc)) from None
+            raise
+
+    # ------------------------------------------------------------ plumbing
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _drain_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            line = line.rstrip("\n")
+            self._stderr.append(line)
+            log.debug("mcu_host: %s", line)
+
+    def _request(self, cmd: str, **args: Any) -> Any:
+        if self._proc.poll() is not None and cmd != "close":
+            raise McuError(f"MCU host exited ({self._proc.returncode}): {self._stderr_tail()}")
+        self._next_id += 1
+        req_id = self._next_id
+        msg = json.dumps({"id": req_id, "cmd": cmd, **args})
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(msg + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise McuError(f"MCU host pipe closed: {self._stderr_tail()}") from exc
+        while True:
+            line = self._proc.stdout.readline()
+            if not line:
+                self._proc.wait(timeout=5)
+                raise McuError(f"MCU host exited ({self._proc.returncode}): {self._stderr_tail()}")
+            resp = json.loads(line)
+            if resp.get("id") in (req_id, 0, None):
+                break
+        if not resp.get("ok"):
+            raise McuError(str(resp.get("error")))
+        return resp.get("result")
+
+    def _stderr_tail(self) -> str:
+        return "\n".join(list(self._stderr)[-20:])
+
+    def _step(self, board: str, raw: Mapping[str, Any]) -> BoardStep:
+        step = BoardStep.from_json(raw)
+        if step.crashed is None:
+            self._crash_reported.discard(board)
+        return step
+
+    def _raise_crashes(self, steps: Mapping[str, BoardStep]) -> None:
+        for name, step in steps.items():
+            if step.crashed is not None and name not in self._crash_reported:
+                self._crash_reported.add(name)
+                raise McuCrash(name, step.crashed, steps)
+
+    # ------------------------------------------------------------ commands
+    def load(
+        self,
+        board: str,
+        files: Mapping[str, str],
+        main: str | None = "main",
+        config: Mapping[str, Any] | None = None,
+        flash: bytes = b"",
+        flash_size: int = DEFAULT_FLASH_SIZE,
+        seed: int | None = None,
+        start_us: int = 0,
+    ) -> BoardStep:
+        """Create (or replace) a board VM, write ``files`` into its filesystem, import ``main``.
+
+        ``main`` may define a module global ``board`` with ``poll() -> int``; without it
+        the VM only serves exec/eval. ``config`` reaches the firmware as JSON through
+        ``jshal.config_json()`` (plus ``reset_cause``); ``wdt_ms`` (default 2000, 0 = off)
+        and ``baud`` (default 115200) are also read by the worker.
+        """
+        raw = self._request(
+            "load",
+            board=board,
+            files=dict(files),
+            main=main,
+            config=dict(config or {}),
+            flash=bytes(flash).hex(),
+            flash_size=flash_size,
+            seed=seed,
+            start_us=start_us,
+            hang_timeout_ms=int(self.hang_timeout_s * 1000),
+        )
+        self._crash_reported.discard(board)
+        step = self._step(board, raw)
+        self._raise_crashes({board: step})
+        return step
+
+    def advance(
+        self,
+        until_us: Mapping[str, int] | int,
+        rx: Mapping[str, Iterable[tuple[int, int, bytes]]] | None = None,
+        sensors: Mapping[str, Mapping[int, int]] | None = None,
+        boards: Iterable[str] | None = None,
+    ) -> dict[str, BoardStep]:
+        """Run boards to a virtual time in one round-trip; workers run in parallel.
+
+        ``until_us`` is one time for ``boards`` or a ``{board: until}`` mapping. ``rx``
+        holds per-board deliveries ``(t0_us, byte_us, data)``: byte i arrives at
+        ``t0_us + (i+1)*byte_us``. ``sensors`` values are applied before running.
+        Raises :class:`McuCrash` (with all steps attached) the first time a board's
+        firmware raises; a crashed board stays halted until reloaded or power-cycled.
+        """
+        if isinstance(until_us, Mapping):
+            targets = dict(until_us)
+        else:
+            if boards is None:
+                raise ValueError("boards is required when until_us is a single time")
+            targets = {b: until_us for b in boards}
+        rx = rx or {}
+        sensors = sensors or {}
+        req = {
+            name: {
+                "until": int(t),
+                "rx": [[int(t0), int(bu), bytes(d).hex()] for t0, bu, d in rx.get(name, ())],
+                "sensors": [[int(c), int(v)] for c, v in sensors.get(name, {}).items()],
+            }
+            for name, t in targets.items()
+        }
+        raw = self._request("advance", boards=req)
+        steps = {name: self._step(name, r) for name, r in raw.items()}
+        for name, step in steps.items():
+            if step.hung:
+                log.warning("board %s hung; watchdog reset at %d us", name, step.now_us)
+        self._raise_crashes(steps)
+        return steps
+
+    def set_sensors(self, values: Mapping[str, Mapping[int, int]]) -> None:
+        self._request(
+            "set_sensors",
+            boards={b: [[int(c), int(v)] for c, v in vals.items()] for b, vals in values.items()},
+        )
+
+    def get_outputs(self, boards: Iterable[str]) -> dict[str, dict[int, int]]:
+        raw = self._request("get_outputs", boards=list(boards))
+        return {b: {int(c): int(v) for c, v in r["outputs"]} for b, r in raw.items()}
+
+    def exec(self, board: str, code: str) -> str:
+        """Run statements in the board's ``__main__``; return what they printed.
+
+        Raises :class:`McuCrash` with the traceback when the code raises, and
+        :class:`McuHang` when it does not return (the board is then watchdog-reset).
+        """
+        raw = self._request("exec", board=board, code=code)
+        return self._code_result(board, raw)
+
+    def eval(self, board: str, expr: str) -> Any:
+        """Evaluate an expression in the board's ``__main__``; return ``repr`` parsed back.
+
+        Values whose repr is not a Python literal come back as the repr string.
+        """
+        import ast
+
+        raw = self._request("eval", board=board, expr=expr)
+        self._code_result(board, raw)
+        text = raw.get("value")
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    def _code_result(self, board: str, raw: Mapping[str, Any]) -> str:
+        if "hung_at" in raw:
+            raise McuHang(board, self._step(board, raw))
+        if raw.get("error"):
+            raise McuCrash(board, raw["error"])
+        return "\n".join(raw.get("printed", []) + [""]) if raw.get("printed") else ""
+
+    def heap_used(self, board: str) -> int:
+        """Bytes allocated on the board's MicroPython heap after a full collection."""
+        return int(self.eval(board, "(__import__('gc').collect(), __import__('gc').mem_alloc())[1]"))
+
+    def power_cycle(self, board: str, keep_flash: bool = True) -> BoardStep:
+        """Fresh VM (RAM lost) booted with reset cause power-on; flash kept unless asked."""
+        raw = self._request("power_cycle", board=board, keep_flash=keep_flash)
+        self._crash_reported.discard(board)
+        step = self._step(board, raw)
+        self._raise_crashes({board: step})
+        return step
+
+    def read_flash(self, board: str) -> bytes:
+        return bytes.fromhex(self._request("read_flash", board=board)["flash"])
+
+    def now_us(self, board: str) -> int:
+        return int(self._request("now", board=board)["now"])
+
+    def unload(self, board: str) -> None:
+        self._request("unload", board=board)
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Stop all boards and the Node process (and its process group)."""
+        if self._proc.poll() is None:
+            try:
+                self._request("close")
+            except McuError:
+                pass
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._proc.wait(timeout=5)
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        _LIVE.discard(self)
+
+    def __enter__(self) -> McuProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,309 @@
+// One board = one worker_thread = one MicroPython WebAssembly VM.
+//
+// Why a worker per board: the pyscript port's loader sets globalThis.Module, so a
+// JS realm holds exactly one live VM. The worker owns the VM, the JS side of the
+// firmware HAL (module `jshal`) and the board's virtual clock; the main thread
+// (mcu_host.mjs) owns the flash image and the clock value through
+// SharedArrayBuffers so that both survive when a hung worker must be terminated.
+//
+// Virtual time: advance(until, rx) runs a discrete-event loop. Events are RX byte
+// arrivals (pushed into the UART FIFO), the end of a transmission (tx_done turns
+// true), the wake time returned by board.poll() and the watchdog deadline. Each
+// event sets the clock and calls poll() once. Nothing here reads wall-clock time.
+import { parentPort, workerData } from 'node:worker_threads';
+
+const TICKS_PERIOD = 0x40000000; // MicroPython time.ticks_* wrap at 2**30 (small ints)
+const RESET_POWER_ON = 1;
+const RESET_WATCHDOG = 3;
+
+const W = workerData;
+const { loadMicroPython } = await import(W.mpModule);
+const flash = new Uint8Array(W.flashSab);
+const shared = new Float64Array(W.stateSab); // [0] = virtual now (µs)
+
+// ---------------------------------------------------------------- board state
+const st = {
+  mp: null,
+  board: null,
+  poll: null,
+  crashed: null, // traceback text once the firmware raised
+  rx: [], // UART RX FIFO (bytes)
+  rxq: [], // pending arrivals: [t_us, byte], sorted by t
+  rxqHead: 0,
+  txEnd: -1, // µs at which the current transmission ends (-1: idle)
+  txBusy: false,
+  wake: 0,
+  lastFeed: 0,
+  wdtMs: W.config.wdt_ms ?? 2000,
+  byteUs: 0,
+  sensors: new Map(),
+  outputs: new Map(),
+  // per-advance capture
+  tx: [],
+  de: [],
+  outChanges: [],
+  printed: [],
+  resets: [],
+};
+
+function now() {
+  return shared[0];
+}
+function setNow(t) {
+  shared[0] = t;
+}
+
+function pyBytes(addr, n) {
+  const m = st.mp._module;
+  const out = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) out[i] = m.getValue(addr + i, 'i8') & 255;
+  return out;
+}
+
+// The JS half of the HAL. Every function takes and returns ints only, so calls from
+// the firmware's request path do not allocate on the MicroPython heap.
+function makeHal(config) {
+  const cfgJson = JSON.stringify(config);
+  return {
+    config_json: () => cfgJson,
+    ticks_us: () => Math.floor(now()) % TICKS_PERIOD,
+    ticks_ms: () => Math.floor(now() / 1000) % TICKS_PERIOD,
+    uart_any: () => st.rx.length,
+    uart_read: () => (st.rx.length ? st.rx.shift() : -1),
+    uart_send: (addr, n) => {
+      const data = pyBytes(addr, n);
+      const t = now();
+      if (st.txBusy && st.tx.length) {
+        // queued behind the current frame: continue the same transmission
+        const last = st.tx[st.tx.length - 1];
+        last[1] = Buffer.concat([last[1], data]);
+        st.txEnd += n * st.byteUs;
+      } else {
+        st.tx.push([t, data]);
+        st.txEnd = t + n * st.byteUs;
+      }
+      st.txBusy = n > 0;
+    },
+    uart_tx_done: () => (st.txBusy ? 0 : 1),
+    de_value: (v) => {
+      st.de.push([now(), v ? 1 : 0]);
+    },
+    sensor_read: (ch) => st.sensors.get(ch) ?? 0,
+    output_write: (ch, v) => {
+      if ((st.outputs.get(ch) ?? 0) !== v) st.outChanges.push([now(), ch, v]);
+      st.outputs.set(ch, v);
+    },
+    output_read: (ch) => st.outputs.get(ch) ?? 0,
+    flash_size: () => flash.length,
+    flash_read: (off, addr, n) => {
+      if (off < 0 || off + n > flash.length) return -1;
+      const m = st.mp._module;
+      for (let i = 0; i < n; i++) m.setValue(addr + i, flash[off + i], 'i8');
+      return n;
+    },
+    flash_write: (off, addr, n) => {
+      if (off < 0 || off + n > flash.length) return -1;
+      const m = st.mp._module;
+      // NOR flash programs by clearing bits: a write can only turn 1s into 0s.
+      for (let i = 0; i < n; i++) flash[off + i] &= m.getValue(addr + i, 'i8') & 255;
+      return n;
+    },
+    flash_erase: (off, n) => {
+      if (off < 0 || off + n > flash.length || off % 4096 || n % 4096) return -1;
+      flash.fill(0xff, off, off + n);
+      return n;
+    },
+    wdt_feed: () => {
+      st.lastFeed = now();
+    },
+  };
+}
+
+function tracebackOf(err) {
+  if (err && err.name === 'PythonError') return String(err.message);
+  return String((err && err.stack) || err);
+}
+
+// (Re)boot the VM: RAM is lost, flash (shared) and sensors survive.
+async function boot(resetCause) {
+  if (st.mp) st.mp = null; // drop the old VM; a fresh loader call replaces globalThis.Module
+  st.board = null;
+  st.poll = null;
+  st.crashed = null;
+  st.rx = [];
+  st.txBusy = false;
+  st.txEnd = -1;
+  st.lastFeed = now();
+  st.wake = now();
+  for (const [ch, v] of st.outputs) if (v !== 0) st.outChanges.push([now(), ch, 0]);
+  st.outputs = new Map();
+  const config = Object.assign({}, W.config, { reset_cause: resetCause });
+  st.byteUs = Math.round(11e6 / (config.baud || 115200));
+  const stdout = (line) => st.printed.push(line);
+  const mp = await loadMicroPython({ stdout, stderr: stdout, linebuffer: true });
+  st.mp = mp;
+  mp.registerJsModule('jshal', makeHal(config));
+  for (const [path, text] of Object.entries(W.files)) {
+    const dir = path.substring(0, path.lastIndexOf('/'));
+    if (dir) mp.FS.mkdirTree(dir);
+    mp.FS.writeFile(path, text);
+  }
+  if (W.seed !== undefined && W.seed !== null) {
+    try {
+      mp.runPython('import random\nrandom.seed(' + (W.seed | 0) + ')');
+    } catch (_e) {
+      // random may be absent from a build; the seed is best effort
+    }
+  }
+  try {
+    if (W.main) {
+      const mod = mp.pyimport(W.main);
+      const board = mod.board;
+      if (board !== undefined && board !== null) {
+        st.board = board;
+        st.poll = board.poll;
+      }
+    }
+  } catch (err) {
+    st.crashed = tracebackOf(err);
+  }
+}
+
+function takeCapture() {
+  const out = {
+    now: now(),
+    tx: st.tx.map(([t, d]) => [t, d.toString('hex')]),
+    de: st.de,
+    outputs: st.outChanges,
+    printed: st.printed,
+    resets: st.resets,
+    crashed: st.crashed,
+  };
+  st.tx = [];
+  st.de = [];
+  st.outChanges = [];
+  st.printed = [];
+  st.resets = [];
+  return out;
+}
+
+function queueRx(rx) {
+  let added = false;
+  for (const [t0, byteUs, hex] of rx) {
+    const data = Buffer.from(hex, 'hex');
+    for (let i = 0; i < data.length; i++) st.rxq.push([t0 + (i + 1) * byteUs, data[i]]);
+    added = true;
+  }
+  if (added) {
+    st.rxq = st.rxq.slice(st.rxqHead).sort((a, b) => a[0] - b[0]);
+    st.rxqHead = 0;
+  }
+}
+
+async function advance(until, rx) {
+  queueRx(rx);
+  for (;;) {
+    let t = until;
+    const nextRx = st.rxqHead < st.rxq.length ? st.rxq[st.rxqHead][0] : Infinity;
+    if (nextRx < t) t = nextRx;
+    if (st.txBusy && st.txEnd < t) t = st.txEnd;
+    const alive = st.poll !== null && st.crashed === null;
+    if (alive && st.wake < t) t = st.wake;
+    const wdtDeadline = st.wdtMs > 0 && st.board ? st.lastFeed + st.wdtMs * 1000 : Infinity;
+    if (wdtDeadline < t) t = wdtDeadline;
+    if (t > until) t = until;
+    if (t > now()) setNow(t);
+    // deliver every byte that has arrived by now (a halted MCU still shifts them in)
+    let gotRx = false;
+    while (st.rxqHead < st.rxq.length && st.rxq[st.rxqHead][0] <= t) {
+      st.rx.push(st.rxq[st.rxqHead][1]);
+      st.rxqHead++;
+      gotRx = true;
+    }
+    let txEnded = false;
+    if (st.txBusy && st.txEnd <= t) {
+      st.txBusy = false;
+      txEnded = true;
+    }
+    if (st.rx.length > 4096) st.rx.splice(0, st.rx.length - 4096); // FIFO overrun
+    if (wdtDeadline <= t) {
+      st.resets.push([t, RESET_WATCHDOG, 'watchdog']);
+      await boot(RESET_WATCHDOG);
+      continue;
+    }
+    if (alive && (gotRx || txEnded || st.wake <= t)) {
+      let delay;
+      try {
+        delay = st.poll();
+      } catch (err) {
+        st.crashed = tracebackOf(err);
+        continue;
+      }
+      delay = Number(delay);
+      if (!(delay >= 1)) delay = 1; // poll() must not spin virtual time at zero
+      st.wake = t + delay;
+    }
+    if (t >= until && !(st.rxqHead < st.rxq.length && st.rxq[st.rxqHead][0] <= until)) break;
+  }
+  if (st.rxqHead > 1024) {
+    st.rxq = st.rxq.slice(st.rxqHead);
+    st.rxqHead = 0;
+  }
+  return takeCapture();
+}
+
+function runCode(code) {
+  st.printed = st.printed || [];
+  const mark = st.printed.length;
+  let error = null;
+  try {
+    st.mp.runPython(code);
+  } catch (err) {
+    error = tracebackOf(err);
+  }
+  const printed = st.printed.splice(mark);
+  return { printed, error };
+}
+
+async function handle(msg) {
+  switch (msg.op) {
+    case 'boot':
+      if (msg.resetCause !== RESET_POWER_ON) st.resets.push([now(), msg.resetCause, msg.reason]);
+      await boot(msg.resetCause);
+      return takeCapture();
+    case 'advance':
+      for (const [ch, v] of msg.sensors || []) st.sensors.set(ch, v);
+      return advance(msg.until, msg.rx || []);
+    case 'set_sensors':
+      for (const [ch, v] of msg.values) st.sensors.set(ch, v);
+      return {};
+    case 'get_outputs':
+      return { outputs: Array.from(st.outputs.entries()) };
+    case 'exec':
+      return runCode(msg.code);
+    case 'eval': {
+      const r = runCode('__mcu_r = repr(' + msg.expr + ')');
+      if (r.error) return r;
+      r.value = st.mp.globals.get('__mcu_r');
+      return r;
+    }
+    case 'power_cycle':
+      st.resets.push([now(), RESET_POWER_ON, 'power_cycle']);
+      await boot(RESET_POWER_ON);
+      return takeCapture();
+    default:
+      throw new Error('unknown op ' + msg.op);
+  }
+}
+
+let chain = Promise.resolve();
+parentPort.on('message', (msg) => {
+  chain = chain.then(async () => {
+    try {
+      const result = await handle(msg);
+      parentPort.postMessage({ seq: msg.seq, ok: true, result });
+    } catch (err) {
+      parentPort.postMessage({ seq: msg.seq, ok: false, error: String((err && err.stack) || err) });
+    }
+  });
+});

@@ -1,0 +1,136 @@
+"""Firmware-update mailbox over Modbus: staging, CRC checks, sessions, busy (06)."""
+
+from __future__ import annotations
+
+import os
+
+import modbus_client as mb
+import pytest
+from conftest import UNIT, cpython_bus
+from fwsim import FakeFlash
+from rackproto.crc import crc16
+
+from rackfw import regs_power_shelf as R
+from rackfw.board import UPDATE_BASE
+from rackfw.unlock import KEY, KEY_COMPLEMENT
+
+SESSION = 0x4242
+
+
+def ok(reply, fc=None):
+    assert reply is not None
+    pdu = mb.body(reply)
+    assert not pdu[0] & 0x80, f"exception {pdu[1]}"
+    return pdu
+
+
+def status(bus):
+    st, res, hi, lo = mb.words(bus.transact(mb.read_req(UNIT, 4, R.UPDATE_STATE, 4)))
+    return st, res, (hi << 16) | lo
+
+
+def command(bus, cmd, session=SESSION):
+    ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_SESSION, session)))
+    for _ in range(100):  # retry while the board answers 06 (busy)
+        r = bus.transact(mb.write_single(UNIT, 6, R.UPDATE_COMMAND, cmd))
+        if mb.exception_code(r, 6) != 6:
+            ok(r)
+            return
+        bus.idle(2000)
+    raise AssertionError("board stayed busy")
+
+
+def wait_idle(bus):
+    for _ in range(1000):
+        st, res, nxt = status(bus)
+        if st != 2:  # verifying
+            return st, res, nxt
+        bus.idle(5000)
+    raise AssertionError("verify never finished")
+
+
+def chunk(bus, offset, data, crc=None):
+    words = [int.from_bytes(data[i : i + 2].ljust(2, b"\0"), "big") for i in range(0, len(data), 2)]
+    hdr = [SESSION, offset >> 16, offset & 0xFFFF, len(data), crc16(data) if crc is None else crc]
+    ok(bus.transact(mb.write_regs_req(UNIT, R.UPDATE_SESSION, hdr)))
+    ok(bus.transact(mb.write_regs_req(UNIT, R.UPDATE_CHUNK, words)))
+    command(bus, 2)
+
+
+@pytest.fixture
+def bus():
+    b = cpython_bus(flash=FakeFlash(64 * 1024))
+    b.transact(mb.write_single(UNIT, 6, R.UNLOCK_KEY, KEY))
+    ok(b.transact(mb.write_single(UNIT, 6, R.UNLOCK_KEY, KEY_COMPLEMENT)))
+    return b
+
+
+def begin(bus, size):
+    ok(bus.transact(mb.write_regs_req(UNIT, R.UPDATE_IMAGE_SIZE, [size >> 16, size & 0xFFFF])))
+    command(bus, 1)
+
+
+def test_idle_at_boot_and_command_needs_unlock():
+    b = cpython_bus()
+    assert status(b) == (0, 0, 0)
+    assert mb.exception_code(b.transact(mb.write_single(UNIT, 6, R.UPDATE_COMMAND, 1)), 6) == 4
+
+
+def test_full_update_stages_and_verifies_image(bus):
+    image = os.urandom(1000)
+    begin(bus, len(image))
+    assert status(bus)[0] == 1
+    for off in range(0, len(image), 128):
+        chunk(bus, off, image[off : off + 128])
+        assert status(bus)[1:] == (0, min(off + 128, len(image)))
+    ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_IMAGE_CRC, crc16(image))))
+    command(bus, 3)
+    assert wait_idle(bus)[:2] == (3, 0)  # ready, ok
+    flash = bus.sim.flash
+    assert bytes(flash.mem[UPDATE_BASE : UPDATE_BASE + len(image)]) == image
+    di = mb.bits(bus.transact(mb.read_req(UNIT, 2, 0, 3)), 3)
+    assert di[2] == 1  # update_active
+
+
+def test_chunk_errors_are_reported_not_applied(bus):
+    image = bytes(range(256)) * 2
+    begin(bus, len(image))
+    chunk(bus, 0, image[:128], crc=0x1234)
+    assert status(bus)[1:] == (3, 0)  # chunk_crc, nothing taken
+    chunk(bus, 128, image[128:256])
+    assert status(bus)[1:] == (2, 0)  # bad_offset
+    chunk(bus, 0, image[:128])
+    assert status(bus)[1:] == (0, 128)
+    command(bus, 2, session=SESSION + 1)
+    assert status(bus)[1] == 1  # bad_session
+    command(bus, 3)  # commit before the image is complete
+    assert status(bus)[1] == 2
+
+
+def test_bad_image_crc_fails(bus):
+    image = b"\x01\x02\x03\x04"
+    begin(bus, len(image))
+    chunk(bus, 0, image)
+    ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_IMAGE_CRC, crc16(image) ^ 1)))
+    command(bus, 3)
+    assert wait_idle(bus)[:2] == (4, 4)  # failed, image_crc
+    command(bus, 4)  # abort
+    assert status(bus) == (0, 0, 0)
+
+
+def test_image_larger_than_staging_is_refused(bus):
+    begin(bus, 64 * 1024)
+    assert status(bus)[:2] == (4, 6)  # failed, too_large
+
+
+def test_writes_get_busy_06_while_staging_is_erased(bus):
+    begin_size = 40 * 1024  # 10 sectors, one erased per housekeeping slice
+    ok(bus.transact(mb.write_regs_req(UNIT, R.UPDATE_IMAGE_SIZE, [0, begin_size])))
+    ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_SESSION, SESSION)))
+    ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_COMMAND, 1)))
+    r = bus.transact(mb.write_single(UNIT, 6, R.VOUT_SETPOINT, R.HR_MIN[R.VOUT_SETPOINT]))
+    assert mb.exception_code(r, 6) == 6
+    assert mb.words(bus.transact(mb.read_req(UNIT, 4, R.UPDATE_STATE, 1))) == [1]  # reads work
+    bus.idle(20_000)
+    r = bus.transact(mb.write_single(UNIT, 6, R.VOUT_SETPOINT, R.HR_MIN[R.VOUT_SETPOINT]))
+    assert mb.exception_code(r, 6) is None
