@@ -110,6 +110,7 @@ class Board:
         self.uptime = Uptime(now_ms)
         self.bank = bank = RegBank(regs.IR_SIZE, regs.HR_SIZE, regs.COIL_SIZE, regs.DI_SIZE)
         self.events = EventLog(flash, EVLOG_BASE, EVLOG_SECTORS, self.uptime)
+        self.events.log(ev.EV_RESET, reset_cause, self.events.boot)
         self.unlock = Unlock(self.events)
 
         defaults = getattr(regs, "HR_DEFAULT", None)
@@ -125,7 +126,48 @@ class Board:
             board_type = app.BOARD_TYPE
         self._defaults = array("H", bank.hr)  # factory defaults (after the app set its own)
 
-        # configuration: which holding registers persist, and restore them
+        self._load_config(regs, flash, now_ms)
+        self._link_setup(regs, uart, de, unit_id)
+
+        if model is None:
+            model = "rackctl-core"
+            if board_type == 1:
+                model = "rackctl-shelf"
+            elif board_type == 2:
+                model = "rackctl-cdu"
+        self._identity(regs, model, serial, hw_rev, board_type, reset_cause)
+        devid = DeviceId(
+            VENDOR,
+            model,
+            "%d.%d" % (FW_VERSION >> 8, FW_VERSION & 0xFF),
+            VENDOR_URL,
+            "rackctl controller board",
+            model,
+            APP_NAME,
+        )
+        self.server = ModbusServer(
+            self.link, bank, regs.HR_MIN, regs.HR_MAX, regs.HR_ACCESS, regs.HR_SIGNED,
+            self, devid, self.unit_id,
+        )
+        self.window = EventWindow(bank, self.events, regs)
+        staging = flash.size() - UPDATE_BASE
+        self.update = UpdateMailbox(bank, regs, flash, UPDATE_BASE, staging if staging > 0 else 0,
+                                    self.events)
+
+        # loop state
+        self.ticks = 0
+        self.tick_overruns = 0
+        self.wdt_withheld = 0
+        self._next_tick = now_ms
+        self._late_ms = 0
+        if self.app is not None:
+            self.app.start()
+        self._publish_status(now_ms)
+        self.window.refresh()
+
+    # ------------------------------------------------------------------ init
+    def _load_config(self, regs, flash, now_ms):
+        """Pick the persistent holding registers and restore them from the config store."""
         self._persist = bytearray(regs.HR_SIZE)
         persist = getattr(regs, "HR_PERSIST", None)
         addrs = []
@@ -147,55 +189,24 @@ class Board:
         self._cfg_dirty_at = now_ms
         self._command = 0
 
-        # link settings: an explicit unit id (board file, DIP switches) wins
+    def _link_setup(self, regs, uart, de, unit_id):
+        """RTU link and unit id: an explicit unit id (board file, straps) wins over the stored one."""
         r_addr = getattr(regs, "MODBUS_ADDRESS", -1)
         r_baud = getattr(regs, "BAUD", -1)
         if not unit_id:
-            unit_id = bank.hr[r_addr] if r_addr >= 0 and bank.hr[r_addr] else 1
+            unit_id = self.bank.hr[r_addr] if r_addr >= 0 and self.bank.hr[r_addr] else 1
         baud = uart.baud
+        if r_baud >= 0 and hasattr(uart, "set_baud"):
+            # optional HAL method: boards whose UART can change speed honour the setting
+            b = self.bank.hr[r_baud]
+            if b < len(BAUDS) and BAUDS[b] != baud:
+                baud = BAUDS[b]
+                uart.set_baud(baud)
         self.link = RtuLink(uart, de, baud)
         self.unit_id = unit_id
         self._r_addr = r_addr
         self._r_baud = r_baud
 
-        if model is None:
-            model = "rackctl-core"
-            if board_type == 1:
-                model = "rackctl-shelf"
-            elif board_type == 2:
-                model = "rackctl-cdu"
-        self._identity(regs, model, serial, hw_rev, board_type, reset_cause)
-        devid = DeviceId(
-            VENDOR,
-            model,
-            "%d.%d" % (FW_VERSION >> 8, FW_VERSION & 0xFF),
-            VENDOR_URL,
-            "rackctl controller board",
-            model,
-            APP_NAME,
-        )
-        self.server = ModbusServer(
-            self.link, bank, regs.HR_MIN, regs.HR_MAX, regs.HR_ACCESS, regs.HR_SIGNED,
-            self, devid, unit_id,
-        )
-        self.window = EventWindow(bank, self.events, regs)
-        staging = flash.size() - UPDATE_BASE
-        self.update = UpdateMailbox(bank, regs, flash, UPDATE_BASE, staging if staging > 0 else 0,
-                                    self.events)
-        self.events.log(ev.EV_RESET, reset_cause, self.events.boot)
-
-        # loop state
-        self.ticks = 0
-        self.tick_overruns = 0
-        self.wdt_withheld = 0
-        self._next_tick = now_ms
-        self._late_ms = 0
-        if self.app is not None:
-            self.app.start()
-        self._publish_status(now_ms)
-        self.window.refresh()
-
-    # ------------------------------------------------------------------ init
     def _restore(self, addr, value):
         regs = self.regs
         if addr >= regs.HR_SIZE or not self._persist[addr]:

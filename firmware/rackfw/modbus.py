@@ -2,9 +2,10 @@
 
 The link (``rackfw.rtu``) hands over a complete frame with a good CRC; this
 module decides whether to answer and builds the reply in ``link.tx``. Nothing
-here allocates for FC 01-06, 0F, 10, 17: handlers are plain integer loops over
-the RX/TX bytearrays and the register arrays, return a length (or a negative
-exception code) instead of raising, and never slice.
+here allocates for any supported function (01-06, 08, 0F, 10, 17, 2B/0E; proved
+with heap_lock in the VM by tests/firmware/test_heap.py): handlers are plain
+integer loops over the RX/TX bytearrays and the register arrays, return a length
+(or a negative exception code) instead of raising, and never slice.
 
 Exception codes (Modbus Application Protocol V1.1b3, 4.4 and 6.x):
 - 01 function (or FC 08 sub-function, FC 2B MEI type) not supported;

@@ -176,12 +176,10 @@ class Master:
         if unit == adus.BROADCAST:
             self._t_idle_us = bus.now_us + bus.line.t35_us
             return None
-        reply = port.read_frame(self.timeout)
+        reply = self._read_reply()
         self._t_idle_us = bus.now_us
         if not reply:
             raise DeviceTimeout(f"unit {unit}: no reply within {self.timeout * 1000:.0f} ms")
-        if len(reply) > adus.MAX_FRAME:
-            raise FrameError(f"unit {unit}: {len(reply)} bytes without a t3.5 gap (bus noise?)")
         answer = adus.parse_response(reply)  # CrcError / FrameError
         if answer.address != unit:
             raise FrameError(f"reply from unit {answer.address}, expected {unit}")
@@ -192,6 +190,42 @@ class Master:
         if answer.pdu.function != request.function:
             raise FrameError(f"reply function {answer.pdu.function:#x}, sent {request.function:#x}")
         return answer.pdu
+
+    def _read_reply(self) -> bytes:
+        """One reply frame: first byte within the response timeout, then bytes until
+        t3.5 of silence — but never longer than the longest legal frame takes, so a
+        babbling node costs one failed attempt, not a master stuck reading forever.
+
+        Uses the port's timestamped receive queue (``HostPort._rx``) because the end of
+        an RTU frame is a matter of arrival times.
+        """
+        port = self.port
+        bus = port.bus
+        rx = port._rx
+        t35 = bus.line.t35_us
+        deadline = bus.now_us + round(self.timeout * 1_000_000)
+        while not rx:
+            if bus.now_us >= deadline:
+                return b""
+            bus.step(deadline)
+        first_t = rx[0][0]
+        cap = first_t + adus.MAX_FRAME * bus.line.byte_us + t35
+        frame = bytearray()
+        last_t = first_t
+        while True:
+            while rx:
+                t, b = rx[0]
+                if frame and t - last_t >= t35:
+                    return bytes(frame)
+                rx.popleft()
+                frame.append(b)
+                last_t = t
+            if bus.now_us - last_t >= t35:
+                return bytes(frame)
+            if bus.now_us >= cap or len(frame) > adus.MAX_FRAME:
+                port.reset_input_buffer()
+                raise FrameError(f"{len(frame)}+ bytes without a t3.5 gap (a babbling node?)")
+            bus.step(min(last_t + t35, cap))
 
     # ---- raw access ----------------------------------------------------------------
     def read_registers(self, unit: int, table: str, address: int, count: int) -> list[int]:

@@ -159,7 +159,7 @@ class McuProcess:
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
         try:
-            self.info = self._request("ping")
+            self.info = self._read_response(0)
         except McuError as exc:
             self.kill()
             if "make setup" in str(exc):
@@ -190,13 +190,17 @@ class McuProcess:
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise McuError(f"MCU host pipe closed: {self._stderr_tail()}") from exc
+        return self._read_response(req_id)
+
+    def _read_response(self, req_id: int) -> Any:
+        assert self._proc.stdout is not None
         while True:
             line = self._proc.stdout.readline()
             if not line:
                 self._proc.wait(timeout=5)
                 raise McuError(f"MCU host exited ({self._proc.returncode}): {self._stderr_tail()}")
             resp = json.loads(line)
-            if resp.get("id") in (req_id, 0, None):
+            if resp.get("id") in (req_id, None) or not resp.get("ok"):
                 break
         if not resp.get("ok"):
             raise McuError(str(resp.get("error")))
@@ -388,3 +392,124 @@ class McuProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class VmNode:
+    """One board VM as a bus node (``rackhil.node.Node``).
+
+    RX deliveries and sensor changes are buffered and shipped with the next advance, so
+    a bus step costs one round-trip for all VM nodes of a process (see
+    :func:`rackhil.node.advance_all`). Outputs are tracked from the change events the
+    worker reports, so ``get_output`` needs no round-trip.
+    """
+
+    def __init__(
+        self,
+        mcu: McuProcess,
+        name: str,
+        files: Mapping[str, str],
+        main: str = "main",
+        config: Mapping[str, Any] | None = None,
+        flash: bytes = b"",
+        flash_size: int = DEFAULT_FLASH_SIZE,
+        seed: int | None = None,
+        start_us: int = 0,
+    ):
+        self.mcu = mcu
+        self.name = name
+        self.sensors: dict[int, int] = {}
+        self.outputs: dict[int, int] = {}
+        self.printed: list[str] = []
+        self.de_log: list[tuple[int, int]] = []
+        self.resets: list[tuple[int, int, str]] = []
+        self.now_us = start_us
+        self._rx: list[tuple[int, int, bytes]] = []
+        self._sensors_dirty: dict[int, int] = {}
+        self._absorb(
+            mcu.load(name, files, main=main, config=config, flash=flash,
+                     flash_size=flash_size, seed=seed, start_us=start_us)
+        )
+
+    @classmethod
+    def emulated(
+        cls,
+        mcu: McuProcess,
+        name: str,
+        config: Mapping[str, Any],
+        extra_files: Mapping[str, str] | None = None,
+        **kw: Any,
+    ) -> VmNode:
+        """A board running the real firmware: ``rackfw`` + ``boards/emulated`` in ``/lib``."""
+        files = firmware_files("rackfw")
+        files.update(firmware_files(".", root=FIRMWARE_DIR / "boards" / "emulated"))
+        files.update(extra_files or {})
+        return cls(mcu, name, files, main="main", config=config, **kw)
+
+    def _absorb(self, step: BoardStep) -> list[tuple[int, bytes]]:
+        self.now_us = max(self.now_us, step.now_us)
+        self.printed.extend(step.printed)
+        self.de_log.extend(step.de)
+        self.resets.extend(step.resets)
+        for _t, ch, v in step.outputs:
+            self.outputs[ch] = v
+        return step.tx
+
+    # -- Node protocol
+    def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
+        self._rx.append((t0_us, byte_us, bytes(data)))
+
+    def advance(self, until_us: int) -> list[tuple[int, bytes]]:
+        return VmNode.advance_batch([self], until_us)[0]
+
+    def batch_key(self) -> int:
+        return id(self.mcu)
+
+    @staticmethod
+    def advance_batch(nodes: list[VmNode], until_us: int) -> list[list[tuple[int, bytes]]]:
+        mcu = nodes[0].mcu
+        rx = {n.name: n._rx for n in nodes if n._rx}
+        sensors = {n.name: n._sensors_dirty for n in nodes if n._sensors_dirty}
+        try:
+            steps = mcu.advance({n.name: until_us for n in nodes}, rx=rx, sensors=sensors)
+        except McuCrash as exc:
+            steps = exc.steps
+            for n in nodes:
+                n._clear_pending()
+                if n.name in steps:
+                    n._absorb(steps[n.name])
+            raise
+        out = []
+        for n in nodes:
+            n._clear_pending()
+            out.append(n._absorb(steps[n.name]))
+        return out
+
+    def _clear_pending(self) -> None:
+        self._rx = []
+        self._sensors_dirty = {}
+
+    # -- plant side
+    def set_sensor(self, ch: int, value: int) -> None:
+        self.sensors[ch] = int(value)
+        self._sensors_dirty[ch] = int(value)
+
+    def get_output(self, ch: int) -> int:
+        return self.outputs.get(ch, 0)
+
+    def power_cycle(self, keep_flash: bool = True) -> None:
+        """Fresh VM, RAM lost; flash kept (unless ``keep_flash`` is false)."""
+        self._rx = []
+        self._absorb(self.mcu.power_cycle(self.name, keep_flash=keep_flash))
+
+    # -- inspection
+    def exec(self, code: str) -> str:
+        return self.mcu.exec(self.name, code)
+
+    def eval(self, expr: str) -> Any:
+        return self.mcu.eval(self.name, expr)
+
+    def heap_used(self) -> int:
+        return self.mcu.heap_used(self.name)
+
+    def read_flash(self) -> bytes:
+        return self.mcu.read_flash(self.name)

@@ -24,9 +24,12 @@ const WORKER = new URL('./mcu_worker.mjs', import.meta.url);
 function resolveMicroPython() {
   const require = createRequire(import.meta.url);
   const candidates = [];
-  if (process.env.RACKHIL_NODE_MODULES) candidates.push(process.env.RACKHIL_NODE_MODULES);
-  candidates.push(process.cwd());
-  candidates.push(path.dirname(new URL(import.meta.url).pathname));
+  if (process.env.RACKHIL_NODE_MODULES) {
+    candidates.push(process.env.RACKHIL_NODE_MODULES); // explicit: the only place looked at
+  } else {
+    candidates.push(process.cwd());
+    candidates.push(path.dirname(new URL(import.meta.url).pathname));
+  }
   for (const base of candidates) {
     try {
       const pkg = require.resolve('@micropython/micropython-webassembly-pyscript/package.json', {
@@ -58,6 +61,7 @@ class BoardHost {
     this.pending = new Map();
     this.worker = null;
     this.hangs = 0;
+    this.sensors = new Map(); // kept here so a restarted worker gets them back
   }
 
   get now() {
@@ -111,6 +115,7 @@ class BoardHost {
   async restart(resetCause, reason) {
     if (this.worker) await this.worker.terminate();
     this.spawn();
+    if (this.sensors.size) await this.call({ op: 'set_sensors', values: Array.from(this.sensors.entries()) });
     const r = await this.call({ op: 'boot', resetCause, reason });
     if (r.hung) throw new Error(`board ${this.name} hangs while booting`);
     return r;
@@ -118,6 +123,7 @@ class BoardHost {
 
   // Run a worker request; a hang turns into a watchdog reboot reported in the result.
   async guarded(msg) {
+    for (const [ch, v] of msg.sensors || []) this.sensors.set(ch, v);
     const t = this.now;
     const r = await this.call(msg);
     if (!r.hung) return r;
@@ -189,7 +195,10 @@ const commands = {
   },
   async set_sensors(req) {
     // req.boards: {name: [[ch, value], ...]}
-    return perBoard(Object.keys(req.boards), (b) => b.call({ op: 'set_sensors', values: req.boards[b.name] }));
+    return perBoard(Object.keys(req.boards), (b) => {
+      for (const [ch, v] of req.boards[b.name]) b.sensors.set(ch, v);
+      return b.call({ op: 'set_sensors', values: req.boards[b.name] });
+    });
   },
   async get_outputs(req) {
     return perBoard(req.boards, (b) => b.call({ op: 'get_outputs' }));
@@ -232,6 +241,7 @@ if (!MP_MODULE) {
   send({ id: 0, ok: false, error: 'node_modules/@micropython/micropython-webassembly-pyscript not found: run `make setup`' });
   process.exit(3);
 }
+send({ id: 0, ok: true, result: { mp: MP_MODULE, node: process.versions.node } }); // hello
 
 // Requests are served one at a time, in order: the Python side waits for each answer.
 const rl = createInterface({ input: process.stdin, terminal: false });

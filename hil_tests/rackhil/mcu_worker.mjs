@@ -13,7 +13,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 
 const TICKS_PERIOD = 0x40000000; // MicroPython time.ticks_* wrap at 2**30 (small ints)
-const RESET_POWER_ON = 1;
 const RESET_WATCHDOG = 3;
 
 const W = workerData;
@@ -26,6 +25,7 @@ const st = {
   mp: null,
   board: null,
   poll: null,
+  resetRequest: 0,
   crashed: null, // traceback text once the firmware raised
   rx: [], // UART RX FIFO (bytes)
   rxq: [], // pending arrivals: [t_us, byte], sorted by t
@@ -60,8 +60,9 @@ function pyBytes(addr, n) {
   return out;
 }
 
-// The JS half of the HAL. Every function takes and returns ints only, so calls from
-// the firmware's request path do not allocate on the MicroPython heap.
+// The JS half of the HAL. Every function takes and returns ints only (never
+// undefined, which would come back as a JsProxy object), so calls from the
+// firmware's request path do not allocate on the MicroPython heap.
 function makeHal(config) {
   const cfgJson = JSON.stringify(config);
   return {
@@ -83,15 +84,18 @@ function makeHal(config) {
         st.txEnd = t + n * st.byteUs;
       }
       st.txBusy = n > 0;
+      return 0;
     },
     uart_tx_done: () => (st.txBusy ? 0 : 1),
     de_value: (v) => {
       st.de.push([now(), v ? 1 : 0]);
+      return 0;
     },
     sensor_read: (ch) => st.sensors.get(ch) ?? 0,
     output_write: (ch, v) => {
       if ((st.outputs.get(ch) ?? 0) !== v) st.outChanges.push([now(), ch, v]);
       st.outputs.set(ch, v);
+      return 0;
     },
     output_read: (ch) => st.outputs.get(ch) ?? 0,
     flash_size: () => flash.length,
@@ -115,6 +119,11 @@ function makeHal(config) {
     },
     wdt_feed: () => {
       st.lastFeed = now();
+      return 0;
+    },
+    request_reset: (cause) => {
+      st.resetRequest = cause || 4;
+      return 0;
     },
   };
 }
@@ -138,7 +147,8 @@ async function boot(resetCause) {
   for (const [ch, v] of st.outputs) if (v !== 0) st.outChanges.push([now(), ch, 0]);
   st.outputs = new Map();
   const config = Object.assign({}, W.config, { reset_cause: resetCause });
-  st.byteUs = Math.round(11e6 / (config.baud || 115200));
+  // character time at 8E1 (11 bits), whole µs like rackhil.wire.LineSettings.byte_us
+  st.byteUs = config.byte_us || Math.max(1, Math.round(11e6 / (config.baud || 115200)));
   const stdout = (line) => st.printed.push(line);
   const mp = await loadMicroPython({ stdout, stderr: stdout, linebuffer: true });
   st.mp = mp;
@@ -239,6 +249,13 @@ async function advance(until, rx) {
         st.crashed = tracebackOf(err);
         continue;
       }
+      if (st.resetRequest) {
+        const cause = st.resetRequest;
+        st.resetRequest = 0;
+        st.resets.push([t, cause, 'software']);
+        await boot(cause);
+        continue;
+      }
       delay = Number(delay);
       if (!(delay >= 1)) delay = 1; // poll() must not spin virtual time at zero
       st.wake = t + delay;
@@ -268,7 +285,7 @@ function runCode(code) {
 async function handle(msg) {
   switch (msg.op) {
     case 'boot':
-      if (msg.resetCause !== RESET_POWER_ON) st.resets.push([now(), msg.resetCause, msg.reason]);
+      if (msg.reason) st.resets.push([now(), msg.resetCause, msg.reason]);
       await boot(msg.resetCause);
       return takeCapture();
     case 'advance':
@@ -287,10 +304,6 @@ async function handle(msg) {
       r.value = st.mp.globals.get('__mcu_r');
       return r;
     }
-    case 'power_cycle':
-      st.resets.push([now(), RESET_POWER_ON, 'power_cycle']);
-      await boot(RESET_POWER_ON);
-      return takeCapture();
     default:
       throw new Error('unknown op ' + msg.op);
   }

@@ -50,12 +50,19 @@ from .transport import HostPort
 
 ensure_micropython_shim()
 from rackfw import io_cdu, io_power  # noqa: E402
+from rackfw.events import RESET_POWER_ON, RESET_WATCHDOG  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_S = 2.0  # hardware watchdog timeout of the boards (RP2040 WDT set by main.py)
-RESET_POWER_ON = 1
-RESET_WATCHDOG = 2
+
+#: Makes the firmware's main loop "stuck" in the VM: no UART service, no control tick,
+#: so no watchdog feed (``rackfw.board.Board`` feeds it from the tick).
+_HANG_FIRMWARE = (
+    "import main\n"
+    "main.board._tick = lambda *a: None\n"
+    "main.board.link.service = lambda *a: 0\n"
+)
 
 NodeFactory = Callable[[BoardSpec, RackSpec], Any]
 
@@ -88,17 +95,6 @@ def make_plant(spec: BoardSpec, seed: int) -> Plant:
     return Cdu(seed=plant_seed, noise=noise, params=CduParams(**params))
 
 
-def default_node_factory(spec: BoardSpec, rack: RackSpec) -> Any:
-    """A node running the real firmware for ``spec`` on its runtime (vm / cpython)."""
-    if spec.runtime == "vm":
-        from .mcu import VmNode
-
-        return VmNode(spec.name, board=spec.type, unit_id=spec.id, baud=rack.line.baud)
-    from .cpython_node import CPythonNode
-
-    return CPythonNode(spec.name, board=spec.type, unit_id=spec.id, baud=rack.line.baud)
-
-
 class BoardUnit:
     """One board on the rack: its spec, node, plant, and what the rack did to it."""
 
@@ -113,6 +109,8 @@ class BoardUnit:
         self.watchdog_resets = 0
         self._frozen: dict[int, int] | None = None
         self._back_at_us: int | None = None
+        self._resets_seen = 0
+        self._cause = RESET_POWER_ON
 
     @property
     def id(self) -> int:
@@ -142,8 +140,19 @@ class BoardUnit:
 
     def hang(self, watchdog_s: float = WATCHDOG_S) -> BoardUnit:
         """The firmware's main loop gets stuck: deaf, mute, outputs frozen — until the
-        hardware watchdog (not fed any more) resets the board ``watchdog_s`` later."""
+        hardware watchdog (not fed any more) resets the board.
+
+        In the VM the stuck loop is made real: the board object stops servicing the
+        UART and stops ticking (so it stops feeding the watchdog), and the VM host's
+        own watchdog (``wdt_ms``) resets it.  Nodes without a watchdog of their own
+        are taken off the bus and reset here ``watchdog_s`` later.
+        """
         self.rack._mark(f"{self.name}: firmware hangs")
+        if hasattr(self.node, "exec") and hasattr(self.node, "resets"):
+            self._resets_seen = len(self.node.resets)
+            self.node.exec(_HANG_FIRMWARE)
+            self.state = "hung"
+            return self
         self._frozen = _read_outputs(self.node, self.io.OUTPUT_COUNT)
         self._go_off("hung", watchdog_s, RESET_WATCHDOG)
         return self
@@ -157,7 +166,15 @@ class BoardUnit:
 
     def _service(self, now_us: int) -> None:
         """Called every bus step while the board is hung or off."""
-        if self._back_at_us is None or now_us < self._back_at_us:
+        if self._back_at_us is None:
+            resets = getattr(self.node, "resets", ())
+            if self.state == "hung" and len(resets) > self._resets_seen:
+                self.watchdog_resets += 1
+                self.resets += 1
+                self.state = "on"
+                self.rack._mark(f"{self.name}: watchdog reset")
+            return
+        if now_us < self._back_at_us:
             return
         self._back_at_us = None
         # run the invisible firmware up to now (its clock stays with the bus), then reset
@@ -211,14 +228,18 @@ class Rack:
 
         self.spec = spec or rackspec.default()
         self.realtime = realtime
-        self.bus = Bus(self.spec.line, seed=self.spec.seed)
+        # the coarsest lockstep quantum the bus allows (t3.5) while frames are on the
+        # wire, one plant step per stride while it is silent: same frames, fewer steps
+        step_us = round(self.spec.plant_step_s * 1_000_000)
+        self.bus = Bus(self.spec.line, seed=self.spec.seed, quantum_us=self.spec.line.t35_us, idle_quantum_us=step_us)
         self.trace = trace or Trace(self.spec.name)
         self.units: dict[int, BoardUnit] = {}
         self._closed = False
         self.pty: Any = None
         self.runner: Any = None
         self.capture: Any = None
-        factory = node_factory or default_node_factory
+        self._mcu: Any = None  # one McuProcess (Node) for every VM board of the rack
+        factory = node_factory or self._make_node
         try:
             for bspec in self.spec.boards:
                 node = factory(bspec, self.spec)
@@ -242,6 +263,20 @@ class Rack:
         self._next_plant_us = self._step_us
         self.bus.add_step_hook(self._on_step)
 
+    def _make_node(self, spec: BoardSpec, rack: RackSpec) -> Any:
+        """A node running the real firmware for ``spec`` on its runtime (vm / cpython)."""
+        config = {"board": spec.type, "unit_id": spec.id, "baud": rack.line.baud,
+                  "serial": f"EMU-{spec.id:04d}"}
+        if spec.runtime == "vm":
+            from .mcu import McuProcess, VmNode
+
+            if self._mcu is None:
+                self._mcu = McuProcess()
+            return VmNode.emulated(self._mcu, spec.name, config, seed=rack.seed * 1000 + spec.id)
+        from .cpython_node import CPythonNode
+
+        return CPythonNode(spec.name, board=spec.type, unit_id=spec.id, baud=rack.line.baud)
+
     @classmethod
     def default(cls, *, realtime: bool = False, runtime: str | None = None, **kw: Any) -> Rack:
         """The default rack (``examples/rack.toml``): shelves 1, 2 and CDUs 3, 4."""
@@ -263,12 +298,28 @@ class Rack:
 
     def run(self, seconds: float) -> Rack:
         """Advance the whole rack ``seconds`` of virtual time (lockstep)."""
-        self.bus.run(seconds)
+        self._run_until_us(self.bus.now_us + round(seconds * 1_000_000))
         return self
 
     def run_until(self, t_s: float) -> Rack:
-        self.bus.run_until(round(t_s * 1_000_000))
+        self._run_until_us(round(t_s * 1_000_000))
         return self
+
+    def _run_until_us(self, until_us: int) -> None:
+        """Step the bus to ``until_us``, never across a plant coupling or a board service.
+
+        While nothing is on the wire the bus takes idle strides (``idle_quantum_us`` =
+        the plant step): boards only talk when spoken to and the host only writes when
+        a scenario calls it, so each node's own event loop can run that far in one call
+        (exact firmware timing, far fewer round-trips to the VMs).
+        """
+        bus = self.bus
+        while bus.now_us < until_us:
+            bus.step(min(until_us, self._next_plant_us, self._next_service_us()))
+
+    def _next_service_us(self) -> int:
+        times = [u._back_at_us for u in self.units.values() if u._back_at_us is not None]
+        return min(times, default=1 << 62)
 
     def every(self, period_s: float, seconds: float, fn: Callable[[float], Any]) -> None:
         """Run ``seconds`` calling ``fn(now_s)`` every ``period_s`` (a polling host)."""
@@ -277,7 +328,7 @@ class Rack:
         while self.bus.now_us < end:
             t_next = min(end, self.bus.now_us + step)
             fn(self.now_s)
-            self.bus.run_until(max(t_next, self.bus.now_us))
+            self._run_until_us(max(t_next, self.bus.now_us))
 
     def _on_step(self, now_us: int) -> None:
         for unit in self.units.values():
@@ -393,6 +444,9 @@ class Rack:
                     close()
                 except Exception:  # keep closing the others
                     log.exception("closing %s", unit.name)
+        if self._mcu is not None:
+            self._mcu.close()  # ends the Node process and its worker threads
+            self._mcu = None
 
     def __enter__(self) -> Rack:
         return self
@@ -585,6 +639,7 @@ class Babbler:
         if self.node is not None:
             self.node.end_us = self.rack.bus.now_us
             self.rack.bus.detach(self.node)
+            self.node = None
             self.rack._mark(f"{self.name} quiet")
         return self
 

@@ -131,31 +131,42 @@ def test_psu_hot_swap(make_rack) -> None:
 
 def test_fan_failure_derates_then_recovers(make_rack) -> None:
     """A hot aisle (35 °C) at 12 kW, PSU 4's fan seizes: the controller flags the fan
-    within seconds, the hot spot climbs past the warning level and the PSU is derated
-    (current limit below rated) instead of tripping; a new fan clears the warning."""
+    within seconds; as the hot spot passes the warning level it derates the PSU (current
+    limit below rated, its share moves to the others) long before any over-temperature
+    trip, and the bus stays in regulation.  A new fan (and a fault clear, should the
+    PSU have tripped meanwhile) brings it back to full rating."""
     rack = _shelf_rack(make_rack, load_w=12000.0, ambient_c=35.0)
     shelf = rack.shelf(SHELF)
     rack.trace.probe("t_hot.psu4", lambda: shelf.psu(3).t_hot_c, unit="°C")
     m = rack.master
-    names = ["psu4_status", "psu4_temp_hotspot", "psu4_out_limit", "psu4_out_i", "shelf_status"]
+    names = ["psu4_status", "psu4_temp_hotspot", "psu4_out_limit", "psu4_out_i", "psu1_out_i", "shelf_status"]
 
     rack.psu(SHELF, 4).fail("fan")
-    early = watch(rack, SHELF, names, 5.0, 0.5)
+    early = watch(rack, SHELF, names, 10.0, 0.5)  # the fan spins down (~6 s), then 2 s to flag it
     assert "fan_fail" in early.last["psu4_status"]
+    assert "ot_warning" not in early.last["psu4_status"]
 
-    hot = watch(rack, SHELF, names, 240.0, 2.0, plot=("psu4_out_limit", "psu4_temp_hotspot"))
-    derating = hot.first(lambda r: "ot_warning" in r["psu4_status"])
-    assert derating is not None, f"no OT warning; hot spot reached {max(hot.values('psu4_temp_hotspot'))} °C"
-    assert "derating" in hot.last["shelf_status"]
-    assert hot.last["psu4_out_limit"] < 100.0  # % of rated current
-    assert "ot" not in hot.last["psu4_status"]  # derated, not tripped
-    assert max(hot.values("psu4_temp_hotspot")) < 95.0
+    hot = watch(rack, SHELF, names, 250.0, 2.0, plot=("psu4_out_limit", "psu4_temp_hotspot", "psu4_out_i"))
+    warned = hot.first(lambda r: "ot_warning" in r["psu4_status"])
+    assert warned is not None, f"no OT warning; hot spot reached {max(hot.values('psu4_temp_hotspot'))} °C"
+    derated = [r for _, r in hot.rows if r["psu4_out_limit"] < 90.0 and "ot" not in r["psu4_status"]]
+    assert derated, "the PSU was never derated before tripping"
+    deepest = min(derated, key=lambda r: r["psu4_out_limit"])
+    assert deepest["psu4_out_i"] <= deepest["psu4_out_limit"] / 100 * 60.0 + 1.0  # held to the limit
+    assert deepest["psu4_out_i"] < deepest["psu1_out_i"]  # its share moved to the others
+    assert any("derating" in r["shelf_status"] for r in derated)
+    tripped = hot.first(lambda r: "ot" in r["psu4_status"])
+    if tripped is not None:  # no fan at all: derating only buys time, then OT protects
+        assert tripped[0] - warned[0] >= 20.0
+    assert all(49.5 <= v <= 57.0 for v in rack.trace["bus_v.plant"].between(WARMUP_S))
     assert not shelf.collapsed
 
     rack.psu(SHELF, 4).repair()  # new fan
-    cool = watch(rack, SHELF, names, 60.0, 2.0, plot=("psu4_out_limit", "psu4_temp_hotspot"))
-    assert "fan_fail" not in cool.last["psu4_status"]
-    assert "ot_warning" not in cool.last["psu4_status"]
+    rack.run(60.0)
+    m.clear_faults(SHELF)
+    cool = watch(rack, SHELF, names, 10.0, 1.0, plot=("psu4_out_limit", "psu4_temp_hotspot", "psu4_out_i"))
+    assert cool.last["psu4_status"] == ["present", "on", "power_good"]
     assert cool.last["psu4_out_limit"] == 100.0
+    assert cool.last["psu4_out_i"] == pytest.approx(cool.last["psu1_out_i"], rel=0.1)
     warn = [e for e in m.events(SHELF) if e.kind == "warning" and e.code >> 8 == 4]
     assert {e.value for e in warn} == {0, 1}  # raised and cleared

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rackproto.errors import RackError
-
 from rackhil.rack import Rack
+from rackproto.errors import RackError
 
 
 @dataclass

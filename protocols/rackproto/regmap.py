@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import keyword
 import tomllib
-from bisect import bisect_left
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +22,27 @@ from rackproto.regtypes import (
     F32_MAX,
     INT_TYPES,
     TABLES,
+    UNNAMED_BIT,
     Block,
+    BlockDecl,
     Register,
+    RegisterMap,
     Value,
-    decode_words,
     encode_value,
     parse_type,
     scale_digits,
 )
+
+__all__ = [
+    "MAP_NAMES",
+    "Block",
+    "BlockDecl",
+    "Register",
+    "RegisterMap",
+    "Value",
+    "load",
+    "load_path",
+]
 
 MAPS_DIR = Path(__file__).parent / "maps"
 MAP_NAMES = ("common", "power_shelf", "cdu")
@@ -50,118 +61,6 @@ REG_KEYS = {
 BLOCK_KEYS = {
     "name", "table", "base", "count", "stride", "prefix", "poll", "desc", "registers",
 }  # fmt: skip
-
-
-@dataclass
-class BlockDecl:
-    """A block as declared in TOML (before repeated blocks are expanded).
-
-    The firmware generator uses it for ``<BLOCK>_BASE/_STRIDE/_COUNT`` and the
-    member offsets; ``members`` are the template registers at offset addresses.
-    """
-
-    name: str
-    table: str
-    base: int
-    count: int
-    stride: int
-    prefix: str
-    poll: float | None
-    description: str
-    source: str
-    members: list[Register] = field(default_factory=list)
-
-    @property
-    def repeated(self) -> bool:
-        return self.count > 1 or self.prefix != ""
-
-    @property
-    def span(self) -> int:
-        return self.count * self.stride
-
-
-class RegisterMap:
-    """One board's registers, flat and expanded, plus the blocks the host polls."""
-
-    def __init__(
-        self,
-        name: str,
-        title: str,
-        version: int,
-        board_type: int | None,
-        sources: list[str],
-        decls: list[BlockDecl],
-        blocks: list[Block],
-        flag_sets: dict[str, dict[str, int]],
-        enum_sets: dict[str, dict[str, int]],
-    ) -> None:
-        self.name = name
-        self.title = title
-        self.version = version
-        self.board_type = board_type
-        self.sources = sources
-        self.decls = decls
-        self.blocks = blocks
-        self.flag_sets = flag_sets
-        self.enum_sets = enum_sets
-        self.registers: list[Register] = [r for b in blocks for r in b.registers]
-        self._by_name = {r.name: r for r in self.registers}
-        self._by_table: dict[str, list[Register]] = {t: [] for t in TABLES}
-        for r in sorted(self.registers, key=lambda r: r.address):
-            self._by_table[r.table].append(r)
-        self._starts = {t: [r.address for r in regs] for t, regs in self._by_table.items()}
-
-    def __repr__(self) -> str:
-        return f"<RegisterMap {self.name} v{self.version}: {len(self.registers)} registers>"
-
-    def get(self, name: str) -> Register:
-        """The register called ``name`` (KeyError with the map name when unknown)."""
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"map '{self.name}' has no register '{name}'") from None
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._by_name
-
-    def table(self, table: str) -> list[Register]:
-        """Registers of one table, by address."""
-        return list(self._by_table[table])
-
-    def table_size(self, table: str) -> int:
-        """Dense size of a table: one past the highest address used (0 when empty)."""
-        regs = self._by_table[table]
-        return max((r.end for r in regs), default=0)
-
-    def block(self, name: str) -> Block:
-        for b in self.blocks:
-            if b.name == name:
-                return b
-        raise KeyError(f"map '{self.name}' has no block '{name}'")
-
-    def decode(self, table: str, start: int, words: Iterable[int]) -> list[Value]:
-        """Decode a read of ``words`` (bits for coil/discrete) starting at ``start``.
-
-        Returns one Value per register that lies wholly inside the read, in address
-        order; words in gaps and registers cut by the read's edges are skipped.
-        """
-        data = list(words)
-        end = start + len(data)
-        regs = self._by_table[table]
-        out = []
-        for i in range(bisect_left(self._starts[table], start), len(regs)):
-            reg = regs[i]
-            if reg.end > end:
-                if reg.address >= end:
-                    break
-                continue
-            out.append(decode_words(reg, data[reg.address - start : reg.end - start]))
-        return out
-
-    def encode_value(self, register: Register | str, value: Any) -> list[int]:
-        """Words to write for ``value`` (engineering units); RangeError when out of range."""
-        reg = self.get(register) if isinstance(register, str) else register
-        return encode_value(reg, value)
 
 
 # ------------------------------------------------------------------ loading
@@ -244,6 +143,12 @@ class _Loader:
         if name in store:
             raise MapError(f"{src}: {kind} set '{name}' is declared twice")
         store[name] = self._named_ints(src, f"{kind} set '{name}'", items, top)
+        if kind == "flags":
+            for bit_name in items:
+                if UNNAMED_BIT.match(bit_name):
+                    raise MapError(
+                        f"{src}: flags set '{name}': '{bit_name}' is reserved for unnamed bits"
+                    )
 
     @staticmethod
     def _named_ints(src: str, what: str, items: Any, top: int) -> dict[str, int]:
@@ -290,7 +195,7 @@ class _Loader:
             count=count,
             stride=stride,
             prefix=prefix,
-            poll=_opt_float(raw.get("poll")),
+            poll=_poll(where, raw.get("poll")),
             description=raw.get("desc", ""),
             source=src,
         )
@@ -335,6 +240,9 @@ class _Loader:
             raise MapError(f"{where}: access {access!r} is not one of {list(ACCESS)}")
         if access != "ro" and decl.table in ("input", "discrete"):
             raise MapError(f"{where}: {decl.table} registers are read-only (access {access!r})")
+        for key in ("unit", "desc"):
+            if not isinstance(r.get(key, ""), str):
+                raise MapError(f"{where}: {key} must be a string, got {r[key]!r}")
         scale = r.get("scale", 1)
         if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
             raise MapError(f"{where}: scale {scale!r} must be a positive number")
@@ -351,7 +259,7 @@ class _Loader:
             unit=r.get("unit", ""),
             access=access,
             description=r.get("desc", ""),
-            poll=_opt_float(r.get("poll", decl.poll)),
+            poll=_poll(where, r.get("poll", decl.poll)),
             bits=bits,
             enum=enum,
             length=ti.length,
@@ -547,11 +455,14 @@ class _Loader:
                 )
 
 
-def _opt_float(v: Any) -> float | None:
-    return None if v is None else float(v)
+def _poll(where: str, v: Any) -> float | None:
+    """A poll interval in seconds (None: not polled)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise MapError(f"{where}: poll {v!r} must be a positive number of seconds")
+    return float(v)
 
 
 def _replace(reg: Register, **changes: Any) -> Register:
-    from dataclasses import replace
-
     return replace(reg, **changes)

@@ -1,8 +1,9 @@
-"""The register model: what one register is, and how its value maps to Modbus words.
+"""The register model (Register, Block, RegisterMap) and the register word codec.
 
-Everything that turns a register value into words (and back) lives here so the
-host decoder (:meth:`rackproto.regmap.RegisterMap.decode`), the generated
-Construct structs and the firmware tables agree on one definition:
+:mod:`rackproto.regmap` builds these objects from the TOML maps. Everything
+that turns a register value into words (and back) lives here too, so the host
+decoder (:meth:`RegisterMap.decode`), the generated Construct structs and the
+firmware tables agree on one definition:
 
 * 16-bit registers are one word; 32-bit integers and ``f32`` are two words, the
   high word first (the order ``rackfw.regbank.RegBank.set_ir32`` writes);
@@ -17,6 +18,8 @@ from __future__ import annotations
 import math
 import re
 import struct
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -40,6 +43,7 @@ INT_TYPES: dict[str, tuple[int, bool, int, int]] = {
 }
 F32_MAX = 3.4028234663852886e38
 SIZED_TYPE = re.compile(r"^(string|bytes)\[(\d+)\]$")
+UNNAMED_BIT = re.compile(r"^bit(\d+)$")  # a set flag bit the map gives no name
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,118 @@ class Block:
         return self.base + self.size
 
 
+@dataclass
+class BlockDecl:
+    """A block as declared in TOML (before repeated blocks are expanded).
+
+    The firmware generator uses it for ``<BLOCK>_BASE/_STRIDE/_COUNT`` and the
+    member offsets; ``members`` are the template registers at offset addresses.
+    """
+
+    name: str
+    table: str
+    base: int
+    count: int
+    stride: int
+    prefix: str
+    poll: float | None
+    description: str
+    source: str
+    members: list[Register] = field(default_factory=list)
+
+    @property
+    def repeated(self) -> bool:
+        return self.count > 1 or self.prefix != ""
+
+    @property
+    def span(self) -> int:
+        return self.count * self.stride
+
+
+class RegisterMap:
+    """One board's registers, flat and expanded, plus the blocks the host polls."""
+
+    def __init__(
+        self,
+        name: str,
+        title: str,
+        version: int,
+        board_type: int | None,
+        sources: list[str],
+        decls: list[BlockDecl],
+        blocks: list[Block],
+        flag_sets: dict[str, dict[str, int]],
+        enum_sets: dict[str, dict[str, int]],
+    ) -> None:
+        self.name = name
+        self.title = title
+        self.version = version
+        self.board_type = board_type
+        self.sources = sources
+        self.decls = decls
+        self.blocks = blocks
+        self.flag_sets = flag_sets
+        self.enum_sets = enum_sets
+        self.registers: list[Register] = [r for b in blocks for r in b.registers]
+        self._by_name = {r.name: r for r in self.registers}
+        self._by_table: dict[str, list[Register]] = {t: [] for t in TABLES}
+        for r in sorted(self.registers, key=lambda r: r.address):
+            self._by_table[r.table].append(r)
+        self._starts = {t: [r.address for r in regs] for t, regs in self._by_table.items()}
+
+    def __repr__(self) -> str:
+        return f"<RegisterMap {self.name} v{self.version}: {len(self.registers)} registers>"
+
+    def get(self, name: str) -> Register:
+        """The register called ``name`` (KeyError with the map name when unknown)."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"map '{self.name}' has no register '{name}'") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def table(self, table: str) -> list[Register]:
+        """Registers of one table, by address."""
+        return list(self._by_table[table])
+
+    def table_size(self, table: str) -> int:
+        """Dense size of a table: one past the highest address used (0 when empty)."""
+        regs = self._by_table[table]
+        return max((r.end for r in regs), default=0)
+
+    def block(self, name: str) -> Block:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(f"map '{self.name}' has no block '{name}'")
+
+    def decode(self, table: str, start: int, words: Iterable[int]) -> list[Value]:
+        """Decode a read of ``words`` (bits for coil/discrete) starting at ``start``.
+
+        Returns one Value per register that lies wholly inside the read, in address
+        order; words in gaps and registers cut by the read's edges are skipped.
+        """
+        data = list(words)
+        end = start + len(data)
+        regs = self._by_table[table]
+        out = []
+        for i in range(bisect_left(self._starts[table], start), len(regs)):
+            reg = regs[i]
+            if reg.end > end:
+                if reg.address >= end:
+                    break
+                continue
+            out.append(decode_words(reg, data[reg.address - start : reg.end - start]))
+        return out
+
+    def encode_value(self, register: Register | str, value: Any) -> list[int]:
+        """Words to write for ``value`` (engineering units); RangeError when out of range."""
+        reg = self.get(register) if isinstance(register, str) else register
+        return encode_value(reg, value)
+
+
 # ---------------------------------------------------------------- raw <-> value
 
 
@@ -205,8 +321,8 @@ def from_raw_number(reg: Register, raw: int | float) -> int | float:
 def value_from_raw(reg: Register, raw: Any) -> Any:
     """Engineering value of a raw word value: names for flags/enums, str for strings."""
     if reg.type == "flags16":
-        bits = reg.bits or {}
-        return [name for name, bit in sorted(bits.items(), key=lambda kv: kv[1]) if raw >> bit & 1]
+        names = {bit: name for name, bit in (reg.bits or {}).items()}
+        return [names.get(bit, f"bit{bit}") for bit in range(16) if raw >> bit & 1]
     if reg.type == "enum":
         for name, val in (reg.enum or {}).items():
             if val == raw:
@@ -244,9 +360,13 @@ def raw_from_value(reg: Register, value: Any) -> Any:
         else:
             raw = 0
             for name in value:
-                if name not in bits:
+                m = UNNAMED_BIT.match(name)
+                if name in bits:
+                    raw |= 1 << bits[name]
+                elif m and int(m.group(1)) < 16:
+                    raw |= 1 << int(m.group(1))
+                else:
                     raise _range_error(reg, value, f"unknown flag {name!r}; flags: {sorted(bits)}")
-                raw |= 1 << bits[name]
         lo, hi = int(reg.raw_min or 0), int(reg.raw_max if reg.raw_max is not None else 0xFFFF)
         if not lo <= raw <= hi:
             raise _range_error(reg, value)
@@ -280,10 +400,10 @@ def raw_from_value(reg: Register, value: Any) -> Any:
         return float(value)
     if math.isnan(value) or math.isinf(value):
         raise _range_error(reg, value)
-    raw = to_raw_number(reg, value)
-    if not (reg.raw_min <= raw <= reg.raw_max):  # type: ignore[operator]
+    number = to_raw_number(reg, value)
+    if not (reg.raw_min <= number <= reg.raw_max):  # type: ignore[operator]
         raise _range_error(reg, value)
-    return raw
+    return number
 
 
 def raw_to_words(reg: Register, raw: Any) -> list[int]:

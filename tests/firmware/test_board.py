@@ -6,6 +6,8 @@ from __future__ import annotations
 import modbus_client as mb
 from conftest import UNIT, cpython_bus
 from fwsim import FakeFlash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rackfw import events as ev
 from rackfw import regs_power_shelf as R
@@ -150,3 +152,53 @@ def test_identify_coil_and_unlocked_discrete():
     _unlock(bus)
     bus.idle(200_000)
     assert mb.bits(bus.transact(mb.read_req(UNIT, 2, 0, 3)), 3)[1] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from([
+        mb.read_req(UNIT, 3, 0, 6),
+        mb.read_req(UNIT, 4, 24, 4),
+        mb.write_regs_req(UNIT, R.VOUT_SETPOINT, [R.HR_MIN[R.VOUT_SETPOINT]]),
+        mb.devid_req(UNIT, 1, 0),
+    ]),
+    st.data(),
+)
+def test_split_anywhere_with_short_gaps_gives_the_same_reply(req, data):
+    """The framer must not care how a frame is chopped while gaps stay under t1.5."""
+    whole = cpython_bus().transact(req)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(req) - 1), max_size=len(req)))))
+    parts = [req[a:b] for a, b in zip([0, *cuts], [*cuts, len(req)], strict=True)]
+    gaps = data.draw(st.lists(st.integers(0, 700), min_size=len(parts), max_size=len(parts)))
+    garbage = data.draw(st.binary(max_size=12))
+    bus = cpython_bus()
+    if garbage:
+        assert bus.send(garbage) == []  # noise on the bus, then >= t3.5 of silence
+    assert bus.send_parts(parts, gaps) == [whole]
+
+
+def test_stored_baud_applied_when_uart_can_change_speed():
+    flash = FakeFlash()
+    bus = cpython_bus(flash=flash)
+    _unlock(bus)
+    ok = bus.transact(mb.write_single(UNIT, 6, R.BAUD, 2))  # b38400
+    assert mb.exception_code(ok, 6) is None
+    bus.transact(mb.write_single(UNIT, 6, R.COMMAND, 1))  # save_config
+    bus.idle(100_000)
+
+    import fwsim
+
+    class SettableUart(fwsim.FakeUart):
+        def set_baud(self, baud: int) -> None:
+            self.baud = baud
+            self.byte_us = 11_000_000 // baud
+
+    orig = fwsim.FakeUart
+    fwsim.FakeUart = SettableUart  # type: ignore[misc]
+    try:
+        bus2 = cpython_bus(flash=flash)
+    finally:
+        fwsim.FakeUart = orig  # type: ignore[misc]
+    assert bus2.sim.uart.baud == 38400 and bus2.sim.board.link.baud == 38400
+    plain = cpython_bus(flash=flash)  # a UART without set_baud keeps its speed
+    assert plain.sim.board.link.baud == 115200

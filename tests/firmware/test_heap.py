@@ -2,7 +2,8 @@
 
 One run of fixtures/vm_heap.py inside the MicroPython WebAssembly VM (the
 whole harness runs in the VM, so no bridge traffic is measured): after warm-up,
-500 requests each of FC 03/04/06/10 under heap_lock, bytes allocated per
+500 requests each of FC 03/04/06/10 (the contract) and of every other supported
+function (01/02/05/0F/17/08/2B) under heap_lock, bytes allocated per
 request with the GC paused, then 10,000 mixed requests for the heap peak and
 the request rate. Numbers land in artifacts/fw_heap.json for the benchmarks page.
 """
@@ -52,7 +53,10 @@ def test_heap_lock_traps_allocation_in_this_vm(results):
     assert results["control_error"] == "MemoryError"
 
 
-@pytest.mark.parametrize("fc", ["fc03", "fc04", "fc06", "fc10"])
+ALL_FCS = ["fc03", "fc04", "fc06", "fc10", "fc01", "fc02", "fc05", "fc0f", "fc17", "fc08", "fc2b"]
+
+
+@pytest.mark.parametrize("fc", ALL_FCS)
 def test_request_path_runs_under_heap_lock(results, fc):
     r = results["fc"][fc]
     assert r["locked_error"] is None, f"{fc} allocated under heap_lock"
@@ -60,7 +64,7 @@ def test_request_path_runs_under_heap_lock(results, fc):
     assert r["reply_fc"] == int(fc[2:], 16), "the reply was an exception, not the real path"
 
 
-@pytest.mark.parametrize("fc", ["fc03", "fc04", "fc06", "fc10"])
+@pytest.mark.parametrize("fc", ALL_FCS)
 def test_no_bytes_allocated_per_request(results, fc):
     # heap_lock above is the proof; this is the measured figure (GC paused),
     # allowing for a one-off allocation amortised over the run

@@ -123,3 +123,18 @@ def test_output_always_within_limits_and_slew(sp, pvs, kp, ki, kd, rate, direct)
             assert abs(out - prev) <= max(1, rate * 100 // 1000)
         assert -300 * 1000 <= p.integ <= 700 * 1000
         prev = out
+
+
+def test_gain_divider_scales_every_term():
+    p = Pid(-1000, 1000, 0, True, 10)
+    p.set_gains(2000, 0, 0)  # register 2.000 in units ten times coarser than the loop's
+    assert p.update(100, 0, 100) == 20
+
+
+def test_tiny_errors_still_integrate_without_bias():
+    up = make(kp=0, ki=1, lo=-10, hi=10)  # 0.001 per unit per second
+    down = make(kp=0, ki=1, lo=-10, hi=10)
+    for _ in range(10000):  # 1000 s of error +-1: integral exactly +-1
+        a = up.update(1, 0, 100)
+        b = down.update(0, 1, 100)
+    assert (a, b) == (1, -1)

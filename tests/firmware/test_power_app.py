@@ -350,3 +350,19 @@ def test_removing_a_faulted_psu_forgets_its_fault():
     sh.step(2)
     assert sh.psu_on_out(3) == 1
     assert (code(4, R.F_PSU_STATUS_OV), 0) in sh.ev.of(EV_FAULT_CLEARED)
+
+
+def test_psu_not_answering_is_flagged_comms_and_not_counted():
+    sh = Shelf(present=6)
+    sh.step()
+    sh.override[(0, io.S_PSU_OUT_V)] = io.SENSOR_OPEN
+    sh.step()
+    st = sh.status(0)
+    assert st & R.F_PSU_STATUS_COMMS and not st & R.F_PSU_STATUS_POWER_GOOD
+    assert sh.psu_on_out(0) == 1  # keeps its last command
+    assert sh.app.red.cap_w[0] == 0
+    assert (code(1, R.F_PSU_STATUS_COMMS), 1) in sh.ev.of(EV_WARNING)
+    del sh.override[(0, io.S_PSU_OUT_V)]
+    sh.step()
+    assert not sh.status(0) & R.F_PSU_STATUS_COMMS
+    assert (code(1, R.F_PSU_STATUS_COMMS), 0) in sh.ev.of(EV_WARNING)

@@ -8,11 +8,11 @@ import modbus_client as mb
 import pytest
 from conftest import UNIT, cpython_bus
 from fwsim import FakeFlash
-from rackproto.crc import crc16
 
 from rackfw import regs_power_shelf as R
 from rackfw.board import UPDATE_BASE
 from rackfw.unlock import KEY, KEY_COMPLEMENT
+from rackproto.crc import crc16
 
 SESSION = 0x4242
 
@@ -123,14 +123,17 @@ def test_image_larger_than_staging_is_refused(bus):
     assert status(bus)[:2] == (4, 6)  # failed, too_large
 
 
-def test_writes_get_busy_06_while_staging_is_erased(bus):
-    begin_size = 40 * 1024  # 10 sectors, one erased per housekeeping slice
-    ok(bus.transact(mb.write_regs_req(UNIT, R.UPDATE_IMAGE_SIZE, [0, begin_size])))
+def test_writes_get_busy_06_while_staging_is_erased():
+    bus = cpython_bus(flash=FakeFlash(256 * 1024))
+    bus.transact(mb.write_single(UNIT, 6, R.UNLOCK_KEY, KEY))
+    ok(bus.transact(mb.write_single(UNIT, 6, R.UNLOCK_KEY, KEY_COMPLEMENT)))
+    size = 200 * 1024  # 50 sectors, one erased per 1 ms housekeeping slice
+    ok(bus.transact(mb.write_regs_req(UNIT, R.UPDATE_IMAGE_SIZE, [size >> 16, size & 0xFFFF])))
     ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_SESSION, SESSION)))
     ok(bus.transact(mb.write_single(UNIT, 6, R.UPDATE_COMMAND, 1)))
     r = bus.transact(mb.write_single(UNIT, 6, R.VOUT_SETPOINT, R.HR_MIN[R.VOUT_SETPOINT]))
     assert mb.exception_code(r, 6) == 6
     assert mb.words(bus.transact(mb.read_req(UNIT, 4, R.UPDATE_STATE, 1))) == [1]  # reads work
-    bus.idle(20_000)
+    bus.idle(100_000)
     r = bus.transact(mb.write_single(UNIT, 6, R.VOUT_SETPOINT, R.HR_MIN[R.VOUT_SETPOINT]))
     assert mb.exception_code(r, 6) is None

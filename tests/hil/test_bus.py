@@ -313,3 +313,78 @@ def test_idle_quantum_changes_nothing_on_the_wire() -> None:
     assert fine_replies == [with_crc(bytes([7, 3, 2, 0x12, 0x34]))] * 5
     assert coarse_steps < fine_steps / 5
     assert Bus(LINE, idle_quantum_us=10).idle_quantum_us == Bus(LINE).quantum_us
+
+
+# A minimal MicroPython "board" for the WebAssembly VM: echoes each frame back t3.5
+# after it ends, driving DE around the transmission, through the emulated board's HAL.
+VM_ECHO = """
+import jshal, uctypes
+T35 = 1750
+class Echo:
+    def __init__(self):
+        self.buf = bytearray(256)
+        self.n = 0
+        self.last = 0
+        self.addr = uctypes.addressof(self.buf)
+        self.sending = False
+    def poll(self):
+        now = jshal.ticks_us()
+        if self.sending:
+            if not jshal.uart_tx_done():
+                return 50
+            jshal.de_value(0)
+            self.sending = False
+        while jshal.uart_any():
+            b = jshal.uart_read()
+            if self.n < 256:
+                self.buf[self.n] = b
+                self.n += 1
+            self.last = now
+        if self.n:
+            idle = now - self.last
+            if idle >= T35:
+                jshal.de_value(1)
+                jshal.uart_send(self.addr, self.n)
+                self.n = 0
+                self.sending = True
+                return 50
+            return T35 - idle
+        return 100000
+board = Echo()
+"""
+
+
+@pytest.fixture
+def mcu():
+    from rackhil.mcu import McuError, McuProcess
+
+    try:
+        proc = McuProcess()
+    except McuError as exc:  # Node or the wasm package missing
+        pytest.skip(f"MicroPython VM unavailable: {exc}")
+    with proc:
+        yield proc
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_vm_boards_on_the_bus_exact_timing_and_collision(mcu) -> None:
+    from rackhil.capture import Capture
+    from rackhil.mcu import VmNode
+
+    bus = Bus(LINE)
+    cap = Capture(bus=bus)
+    host = HostPort(bus)
+    echo = bus.attach(VmNode(mcu, "echo1", {"/main.py": VM_ECHO}, config={"wdt_ms": 0}))
+    assert host.transact(REQUEST, timeout=0.05) == REQUEST
+    request, reply = cap.frames()
+    assert reply.source == "echo1"
+    # the firmware saw each byte at its wire time: it answers exactly t3.5 after the end
+    assert reply.start_us - request.end_us == LINE.t35_us
+    assert [v for _, v in echo.de_log] == [1, 0]
+    # a second board answering the same frame drives the line at the same time: garbage
+    bus.attach(VmNode(mcu, "echo2", {"/main.py": VM_ECHO}, config={"wdt_ms": 0}))
+    garbled = host.transact(REQUEST, timeout=0.05)
+    assert bus.collisions >= 1  # (each then echoes the other's garbage: they keep colliding)
+    assert len(garbled) == 2 * len(REQUEST) and not check(garbled[: len(REQUEST)])

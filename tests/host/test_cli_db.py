@@ -342,3 +342,45 @@ def test_foreign_database_is_explained(tmp_path: Path) -> None:
     r = invoke("history", "--db", str(path))
     assert r.exit_code == EXIT_CONFIG, r.output
     assert "history database error" in r.output and "Traceback" not in r.output
+
+
+def test_run_starts_and_stops_the_emulated_rack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The rackhil glue, with a stand-in for rackhil.rack (the real one is covered by HIL tests)."""
+    import sys
+    import types
+
+    events: list[str] = []
+
+    class StandInRack:
+        devices = [(1, "power_shelf", "shelf-1"), (3, "cdu", "cdu-1")]
+        port = "/tmp/rack/ttyFAKE"
+
+        @classmethod
+        def default(cls, *, realtime: bool, runtime: str | None) -> StandInRack:
+            events.append(f"default realtime={realtime} runtime={runtime}")
+            return cls()
+
+        def start(self) -> StandInRack:
+            events.append("start")
+            return self
+
+        def stop(self) -> None:
+            events.append("stop")
+
+    module = types.ModuleType("rackhil.rack")
+    module.Rack = StandInRack  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rackhil.rack", module)
+    boards = {1: FakeBoard("power_shelf"), 3: FakeBoard("cdu")}
+    seen: list[str] = []
+
+    def links(cfg: object) -> dict[str, FakeLink]:
+        seen.extend(b.port for b in cfg.buses)  # type: ignore[attr-defined]
+        return {b.name: FakeLink(boards) for b in cfg.buses}  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(run_cmd, "links_for", links)
+    r = invoke("run", "--runtime", "cpython", "--http", "127.0.0.1:0", "--db", str(tmp_path / "r.db"),
+               "--every", "0.2", "--duration", "0.6")
+    assert r.exit_code == 0, r.output
+    assert events == ["default realtime=True runtime=cpython", "start", "stop"]
+    assert seen == ["/tmp/rack/ttyFAKE"]
+    assert "2/2 devices online" in r.output

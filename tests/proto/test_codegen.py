@@ -9,6 +9,7 @@ the map, and compile it with ``mpy-cross`` to prove MicroPython accepts it.
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,14 @@ import types
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rackproto.codegen import construct_module, firmware_module, markdown
 from rackproto.codegen.write import ROOT, main, outputs, stale
+from rackproto.errors import RangeError
 from rackproto.regmap import MAP_NAMES, RegisterMap, load
-from rackproto.regtypes import ACCESS_CODE, raw_from_value
+from rackproto.regtypes import ACCESS_CODE, Register, decode_words, raw_from_value
 
 MAPS = {name: load(name) for name in MAP_NAMES}
 
@@ -40,6 +44,9 @@ def _fw_namespace(rmap: RegisterMap) -> dict[str, object]:
             del sys.modules["micropython"]
         else:
             sys.modules["micropython"] = saved
+
+
+FW = {name: _fw_namespace(m) for name, m in MAPS.items()}
 
 
 # ------------------------------------------------------------ regenerate and diff
@@ -221,3 +228,108 @@ def test_construct_module_covers_every_register_block() -> None:
         assert {k: v[:2] for k, v in blocks.items()} == expected  # type: ignore[union-attr]
         for name, (_, _, struct) in blocks.items():  # type: ignore[union-attr]
             assert struct.sizeof() == 2 * rmap.block(name).size
+
+
+VM_SCRIPT = """
+import {{ loadMicroPython }} from {module};
+import {{ readFileSync }} from "node:fs";
+const out = [];
+const mp = await loadMicroPython({{ stdout: (l) => out.push(l) }});
+mp.FS.mkdir("/lib");
+const names = {names};
+for (const n of names) mp.FS.writeFile(`/lib/regs_${{n}}.py`, readFileSync({src_dir} + `/regs_${{n}}.py`));
+mp.runPython(`
+import sys, gc
+sys.path.append('/lib')
+for n in ${{JSON.stringify(names)}}:
+    gc.collect(); before = gc.mem_alloc()
+    m = __import__('regs_' + n)
+    gc.collect()
+    print(n, m.HR_SIZE, len(m.HR_MIN), len(m.HR_MAX), len(m.HR_ACCESS), len(m.HR_DEFAULT), m.IR_SIZE, gc.mem_alloc() - before)
+`);
+process.stdout.write(out.join("\\n") + "\\n");
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vm
+@pytest.mark.timeout(120)
+def test_firmware_modules_import_in_the_micropython_vm(tmp_path: Path) -> None:
+    """The real MicroPython (WebAssembly port) imports each module; RAM cost is bounded."""
+    node = shutil.which("node")
+    module = ROOT / "node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs"
+    if node is None or not module.exists():
+        pytest.skip("node or the MicroPython WebAssembly package is not installed")
+    script = tmp_path / "regs_vm.mjs"
+    script.write_text(
+        VM_SCRIPT.format(
+            module=json.dumps(str(module)),
+            names=json.dumps(list(MAP_NAMES)),
+            src_dir=json.dumps(str(ROOT / "firmware/rackfw")),
+        )
+    )
+    out = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr
+    rows = {
+        line.split()[0]: [int(x) for x in line.split()[1:]]
+        for line in out.stdout.split("\n")
+        if line
+    }
+    for name in MAP_NAMES:
+        hr, *lens, ir, ram = rows[name]
+        assert hr == MAPS[name].table_size("holding") and lens == [hr] * 4
+        assert ir == MAPS[name].table_size("input")
+        assert ram < 32 * 1024, f"regs_{name} costs {ram} bytes of RAM"
+
+
+def test_writer_reports_an_invalid_map_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import rackproto.regmap
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for name in MAP_NAMES:
+        shutil.copy(rackproto.regmap.MAPS_DIR / f"{name}.toml", maps)
+    bad = maps / "cdu.toml"
+    bad.write_text(
+        bad.read_text().replace('name = "flow", offset = 8', 'name = "flow", offset = 7')
+    )
+    monkeypatch.setattr(rackproto.regmap, "MAPS_DIR", maps)
+    out = tmp_path / "out"
+    assert main(["--root", str(out)]) == 2
+    assert (
+        "invalid register map: cdu.toml: register 'flow' (input 107) overlaps 't_fac_out'"
+        in caplog.text
+    )
+    assert not out.exists()
+
+
+HOLDING_WORDS = [
+    (name, r)
+    for name in ("power_shelf", "cdu")
+    for r in MAPS[name].table("holding")
+    if r.count == 1
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pick=st.sampled_from(HOLDING_WORDS), word=st.integers(0, 0xFFFF))
+def test_firmware_write_check_agrees_with_the_host_range_check(
+    pick: tuple[str, Register], word: int
+) -> None:
+    """A word the firmware's HR tables accept is exactly one the host would encode."""
+    name, reg = pick
+    ns = FW[name]
+    a = reg.address
+    v = word - 0x10000 if ns["HR_SIGNED"][a] and word & 0x8000 else word
+    firmware_accepts = ns["HR_MIN"][a] <= v <= ns["HR_MAX"][a]
+    value = decode_words(reg, [word]).value
+    try:
+        host_words = MAPS[name].encode_value(reg, value)
+    except RangeError:
+        host_accepts = False
+    else:
+        host_accepts = True
+        assert host_words == [word]
+    assert firmware_accepts == host_accepts, (reg.name, word, value)

@@ -8,6 +8,7 @@ developer editing a map is told exactly where to look.
 from __future__ import annotations
 
 import re
+import struct as pystruct
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rackproto.errors import MapError, RangeError
-from rackproto.regmap import MAP_NAMES, load, load_path
+from rackproto.regmap import MAP_NAMES, RegisterMap, load, load_path
 from rackproto.regtypes import Register, decode_words
 
 MAPS = {name: load(name) for name in MAP_NAMES}
@@ -187,6 +188,11 @@ def test_encode_value_range_checks_name_the_register_and_range() -> None:
     assert cdu.encode_value("leak_isolate_mask", ["rack_b", "cdu_tray"]) == [0b1001]
     with pytest.raises(RangeError, match=r"'leak_isolate_mask'.*unknown flag 'floor'"):
         cdu.encode_value("leak_isolate_mask", ["floor"])
+    # bits the map does not name decode as bitN and encode back (range still applies)
+    assert cdu.decode("input", 103, [0b10001])[0].value == ["cdu_tray", "bit4"]
+    assert cdu.encode_value("leak_zones", ["cdu_tray", "bit2"]) == [0b101]
+    with pytest.raises(RangeError, match=r"'leak_isolate_mask'.*outside \[0, 15\]"):
+        cdu.encode_value("leak_isolate_mask", ["bit4"])
     with pytest.raises(RangeError, match=r"'vendor'.*17 octets do not fit string\[16\]"):
         ps.encode_value("vendor", "x" * 17)
     with pytest.raises(RangeError, match=r"'vout_setpoint'.*not a number"):
@@ -367,6 +373,10 @@ REJECTIONS = {
         _block("input", 0, '{ name = "st", offset = 0, type = "flags16", bits = { a = 16 } }'),
         r"^bad\.toml: flags set 'st': 'a' = 16 is not in 0\.\.15$",
     ),
+    "flag named like an unnamed bit": (
+        _block("input", 0, '{ name = "st", offset = 0, type = "flags16", bits = { bit3 = 1 } }'),
+        r"^bad\.toml: flags set 'st': 'bit3' is reserved for unnamed bits$",
+    ),
     "two enum names share a value": (
         _block("input", 0, '{ name = "m", offset = 0, type = "enum", values = { a = 1, b = 1 } }'),
         r"^bad\.toml: enum set 'm': 'b' and 'a' share the value 1$",
@@ -395,6 +405,18 @@ REJECTIONS = {
     "bool in a register table": (
         _block("holding", 0, '{ name = "v", offset = 0, type = "bool" }'),
         r"^bad\.toml: register 'v': type bool does not fit the holding table$",
+    ),
+    "f32 range beyond float32": (
+        _block("holding", 0, '{ name = "k", offset = 0, type = "f32", max = 1e39 }'),
+        r"^bad\.toml: register 'k': bad range \[.*\]: outside what f32 holds$",
+    ),
+    "non-positive poll": (
+        _block("input", 0, '{ name = "v", offset = 0, type = "u16", poll = 0 }'),
+        r"^bad\.toml: register 'v': poll 0 must be a positive number of seconds$",
+    ),
+    "unit that is not a string": (
+        _block("input", 0, '{ name = "v", offset = 0, type = "u16", unit = 5 }'),
+        r"^bad\.toml: register 'v': unit must be a string, got 5$",
     ),
     "not TOML": ("[[blocks]\n", r"^bad\.toml: not valid TOML"),
 }
@@ -467,3 +489,17 @@ def test_a_minimal_valid_map_loads(tmp_path: Path) -> None:
     )
     assert m.encode_value(r, -10) == [0x10000 - 20]
     assert re.search("bad", repr(m))
+
+
+@pytest.fixture(scope="module")
+def f32_map(tmp_path_factory: pytest.TempPathFactory) -> RegisterMap:
+    """No packaged map uses f32 (floats allocate on the MCU); the codec still must work."""
+    tmp = tmp_path_factory.mktemp("f32")
+    return load_path(_write(tmp, _block("input", 0, '{ name = "gain", offset = 0, type = "f32" }')))
+
+
+@given(value=st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_f32_registers_round_trip_high_word_first(f32_map: RegisterMap, value: float) -> None:
+    words = f32_map.encode_value("gain", value)
+    assert words == list(pystruct.unpack(">HH", pystruct.pack(">f", value)))
+    assert f32_map.decode("input", 0, words)[0].value == value

@@ -53,7 +53,7 @@ from micropython import const
 from rackfw.board import Board
 
 BOARD_KIND = "cdu"  # or "power_shelf"
-BAUD = 19200
+BAUD = 19200  # until a stored `baud` setting says otherwise (Board calls set_baud)
 WDT_MS = const(2000)
 POLL_MAX_US = const(200)
 FLASH_FILE = "/rackfw.dat"
@@ -84,6 +84,11 @@ class Rs485Uart:
         self._b = bytearray(1)
         self._buf = bytearray(0)
         self._mv = memoryview(self._buf)
+
+    def set_baud(self, baud):
+        """Apply the stored ``baud`` setting (called by the Board at boot)."""
+        self.baud = baud
+        self.u.init(baudrate=baud, bits=8, parity=0, stop=1, timeout=0)
 
     def any(self):
         return self.u.any()

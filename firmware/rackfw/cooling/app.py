@@ -238,17 +238,17 @@ class CduApp:
     def _process_alarms(self, dt):
         b = self.bank
         v = self.val
-        ok = self.check.ok
+        chk = self.check   # (not chk.ok: a bound method object would allocate every tick)
         a = 0
-        if self._debounce(3, ok(7) and v[7] < b.get_hr(R.LOW_LEVEL_LIMIT), dt):
+        if self._debounce(3, chk.ok(7) and v[7] < b.get_hr(R.LOW_LEVEL_LIMIT), dt):
             a |= R.F_ALARMS_LOW_LEVEL
-        if self._debounce(4, ok(0) and v[0] > b.get_hr_s(R.HIGH_TEMP_LIMIT), dt):
+        if self._debounce(4, chk.ok(0) and v[0] > b.get_hr_s(R.HIGH_TEMP_LIMIT), dt):
             a |= R.F_ALARMS_HIGH_TEMP
         running = self.pumps.rpm[self.pumps.lead] >= NO_TACH_RPM
-        if self._debounce(5, running and ok(4) and v[4] < b.get_hr(R.LOW_FLOW_LIMIT), dt):
+        if self._debounce(5, running and chk.ok(4) and v[4] < b.get_hr(R.LOW_FLOW_LIMIT), dt):
             a |= R.F_ALARMS_LOW_FLOW
         dp_hi = b.get_hr(R.DP_SP) * HIGH_DP_PCT // 100
-        if self._debounce(8, ok(5) and ok(6) and v[5] - v[6] > dp_hi, dt):
+        if self._debounce(8, chk.ok(5) and chk.ok(6) and v[5] - v[6] > dp_hi, dt):
             a |= R.F_ALARMS_HIGH_DP
         return a
 

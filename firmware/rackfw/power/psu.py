@@ -4,7 +4,9 @@ Keeps the per-slot channel and register bases computed once, so a tick is plain
 indexed reads and writes.  Status bits are the register map's ``psu_status``
 flags; ``raised``/``cleared`` hold the flag bits that changed since the app last
 logged them, ``hotswap`` is set when presence changed (a removed PSU's latched
-faults are forgotten: the unit inserted next is a different PSU).
+faults are forgotten: the unit inserted next is a different PSU).  A PSU whose
+management bus stops answering (readings ``SENSOR_OPEN``) is flagged ``comms`` and
+keeps its last commands; its capacity does not count towards redundancy.
 """
 
 from micropython import const
@@ -85,9 +87,13 @@ class PsuSlot:
                 self._note()
         if not present:
             return self._absent()
+        out_v = sn.read(s + io.S_PSU_OUT_V)
+        if out_v == io.SENSOR_OPEN:
+            return self._no_comms()
+        if self.status & R.F_PSU_STATUS_COMMS:
+            self.cleared |= R.F_PSU_STATUS_COMMS
         in_v = sn.read(s + io.S_PSU_IN_V)
         in_i = sn.read(s + io.S_PSU_IN_I)
-        out_v = sn.read(s + io.S_PSU_OUT_V)
         out_i = sn.read(s + io.S_PSU_OUT_I)
         t_in = sn.read(s + io.S_PSU_T_INLET)
         t_hot = sn.read(s + io.S_PSU_T_HOT)
@@ -133,6 +139,19 @@ class PsuSlot:
         b.set_ir(ir + R.PSU_FAN_RPM, rpm)
         b.set_di(self.di + R.PSU_BITS_PRESENT_BIT, 1)
         b.set_di(self.di + R.PSU_BITS_GOOD_BIT, st & R.F_PSU_STATUS_POWER_GOOD)
+        return st
+
+    def _no_comms(self):
+        """The PSU's management bus does not answer (its readings come back as
+        ``SENSOR_OPEN``): keep the last commands, skip protection on stale data, flag it."""
+        st = R.F_PSU_STATUS_PRESENT | R.F_PSU_STATUS_COMMS | to_flags(self.prot.status)
+        if self.on:
+            st |= R.F_PSU_STATUS_ON
+        if not (self.status & R.F_PSU_STATUS_COMMS):
+            self.raised |= R.F_PSU_STATUS_COMMS
+        self.status = st
+        self.bank.set_ir(self.ir + R.PSU_STATUS, st)
+        self.bank.set_di(self.di + R.PSU_BITS_GOOD_BIT, 0)
         return st
 
     def _absent(self):

@@ -11,28 +11,16 @@ the equations and parameters are in ``docs/plants.md``.
 
 from __future__ import annotations
 
-import sys
-import types
-from pathlib import Path
+from ..shim import install as _install_shim
 
 
 def ensure_micropython_shim() -> None:
     """Make ``from micropython import const`` work under CPython.
 
-    The firmware's channel tables are MicroPython modules.  The VM helper ships a
-    shim package under ``rackhil/shim``; until (or unless) it is importable, a
-    minimal in-memory module with ``const`` = identity stands in.
+    The firmware's channel tables (``rackfw/io_*.py``) are MicroPython modules; the
+    CPython stand-in lives in ``rackhil/shim`` (put on ``sys.path``, idempotent).
     """
-    try:
-        import micropython  # noqa: F401
-    except ImportError:
-        shim = Path(__file__).resolve().parents[1] / "shim"
-        if (shim / "micropython.py").exists():
-            sys.path.append(str(shim))
-            return
-        module = types.ModuleType("micropython")
-        module.const = lambda value: value  # type: ignore[attr-defined]
-        sys.modules["micropython"] = module
+    _install_shim()
 
 
 ensure_micropython_shim()

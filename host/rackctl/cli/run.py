@@ -60,25 +60,25 @@ def default_layout() -> tuple[tuple[int, str, str], ...]:
     return tuple((b.id, b.map_name, b.name) for b in default().boards)
 
 
-def start_emulated_rack() -> RackHandle:
-    """Start the default software rack in real time on a pty.
-
-    TODO(rackhil): bind to the final ``rackhil.rack`` API once it lands. Expected
-    shape: ``Rack.default(realtime=True)`` (or ``Rack()``) with ``.start()``, the pty
-    path as ``.port`` and ``.stop()``; the boards come from ``rackhil.rackspec.default()``.
-    """
+def start_emulated_rack(runtime: str | None = None) -> RackHandle:
+    """Start the default software rack (``rackhil.rack.Rack.default``) in real time on
+    its pty (``/tmp/rack/ttyRACK``); ``runtime`` "vm" or "cpython" overrides the spec."""
     try:
         from rackhil.rack import Rack  # lazy: only `run` and `sim` need the emulator
+
+        rack = Rack.default(realtime=True, runtime=runtime)
+        rack.start()
     except ImportError as exc:
         raise CliError(
             f"the emulated rack is not available ({exc}); "
             "watch a real bus or pty instead: rackctl run --port /dev/ttyUSB0 --ids 1:power_shelf",
             EXIT_CONFIG,
         ) from None
-    rack = Rack.default(realtime=True) if hasattr(Rack, "default") else Rack()
-    if hasattr(rack, "start"):
-        rack.start()
-    return RackHandle(port=str(rack.port), layout=default_layout(), stop=getattr(rack, "stop", lambda: None))
+    if not rack.port:
+        rack.stop()
+        raise CliError("the emulated rack did not open its pty", EXIT_CONFIG)
+    log.info("emulated rack on %s: %s", rack.port, rack.devices)
+    return RackHandle(port=str(rack.port), layout=tuple(rack.devices), stop=rack.stop)
 
 
 def build_config(port: str, layout: tuple[tuple[int, str, str], ...], db: str, http: str, parity: str, baud: int) -> Any:
@@ -178,15 +178,17 @@ def run_config(
 @click.option("--db", default="var/rackctl.db", show_default=True, help="History database.")
 @click.option("--every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds between summary lines (no terminal).")
+@click.option("--runtime", type=click.Choice(["vm", "cpython"]),
+              help="Emulated boards: firmware in the MicroPython VM, or under CPython (faster start).")
 @click.option("--duration", type=click.FloatRange(min=0), hidden=True, help="Stop after N seconds (CI).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
 @cli_errors
 def command(port: str | None, parity: str, baud: int, ids: str, config: str | None, http: str,
-            db: str, every: float, duration: float | None, log_level: str) -> None:
+            db: str, every: float, runtime: str | None, duration: float | None, log_level: str) -> None:
     """Run the emulated rack, the daemon, /metrics, REST and a live monitor (Ctrl-C stops)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Path(db).parent.mkdir(parents=True, exist_ok=True)
-    rack = RackHandle(port=port, layout=_layout(ids)) if port else start_emulated_rack()
+    rack = RackHandle(port=port, layout=_layout(ids)) if port else start_emulated_rack(runtime)
     try:
         cfg = run_config(config, rack, db, http, parity, baud)
         interactive = sys.stdout.isatty()

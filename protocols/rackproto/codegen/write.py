@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rackproto.errors import MapError
 from rackproto.regmap import MAP_NAMES, RegisterMap, load
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    expected = outputs(args.root)
+    try:
+        expected = outputs(args.root)
+    except MapError as exc:
+        log.error("invalid register map: %s", exc)
+        return 2
     diffs = stale(expected)
     if args.check:
         for path, diff in diffs.items():

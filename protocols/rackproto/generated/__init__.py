@@ -107,9 +107,10 @@ def blocks_module(map_name: str) -> ModuleType:
 def block_struct(map_name: str, block: str, compiled: bool = False) -> Construct:
     """The Construct struct of one block instance (``"psu3"``) or declaration (``"psu"``).
 
-    ``compiled=True`` returns ``struct.compile()`` (built once per struct, cached):
-    about 3x faster to parse and 2x to build than the interpreted struct (see
-    ``docs/benchmarks.md``); use it for blocks polled every second.
+    ``compiled=True`` returns ``struct.compile()`` (built once per struct, cached;
+    all 15 board structs compile in ~25 ms). Measured on CPython 3.11: parsing a
+    PSU block drops from ~75 to ~32 us, building from ~45 to ~22 us (flags
+    blocks build no faster). Use it for blocks polled every second.
     """
     mod = blocks_module(map_name)
     struct = mod.BLOCKS[block][2] if block in mod.BLOCKS else mod.STRUCTS[block]

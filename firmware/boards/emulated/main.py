@@ -1,0 +1,40 @@
+"""rackctl controller on the emulated board (MicroPython WebAssembly VM in the software rack).
+
+The host (hil_tests/rackhil/mcu_worker.mjs) provides the hardware through the JS
+module ``jshal`` (wrapped by ``hal_js``) and drives the loop itself: it calls
+``board.poll()`` on every RX byte, at the end of every transmission and when the
+delay ``poll()`` returned has passed, all in virtual time. So this file only builds
+the Board and exposes it as the module global ``board``; there is no ``while True``.
+
+Board config (JSON from the host): ``board`` ("power_shelf" or "cdu"), ``unit_id``,
+``baud``, ``serial``, ``hw_rev``, ``reset_cause`` (1 power-on, 3 watchdog, 4 soft).
+"""
+
+import hal_js
+
+from rackfw.board import Board
+
+cfg = hal_js.config()
+kind = cfg.get("board", "power_shelf")
+if kind == "cdu":
+    from rackfw.cooling.app import CduApp as App
+elif kind == "power_shelf":
+    from rackfw.power.app import PowerShelfApp as App
+else:
+    App = None
+
+board = Board(
+    hal_js.UART(cfg.get("baud", 115200)),
+    hal_js.Pin(),
+    hal_js.Clock(),
+    hal_js.Sensors(),
+    hal_js.Outputs(),
+    hal_js.Flash(),
+    hal_js.WDT(),
+    app=App,
+    unit_id=cfg.get("unit_id", 0),
+    serial=cfg.get("serial", "EMU-0001"),
+    hw_rev=cfg.get("hw_rev", 1),
+    reset_cause=cfg.get("reset_cause", 1),
+    reset=hal_js.reset,
+)

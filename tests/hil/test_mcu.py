@@ -1,0 +1,298 @@
+"""McuProcess / VmNode: firmware in the real MicroPython WebAssembly VM, driven from Python.
+
+The firmware is tests/hil/fixtures/echo_fw (a tiny frame echo on the emulated
+board's JS HAL), so these tests pin the bridge itself: virtual UART timing, DE,
+flash, watchdog, crash and hang handling, batching and process hygiene.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rackhil import mcu as mcu_mod
+from rackhil.mcu import (
+    RESET_POWER_ON,
+    RESET_WATCHDOG,
+    McuCrash,
+    McuHang,
+    McuProcess,
+    McuUnavailable,
+    VmNode,
+)
+from rackhil.node import advance_all
+
+pytestmark = pytest.mark.vm
+
+ROOT = Path(__file__).resolve().parents[2]
+FX = Path(__file__).parent / "fixtures" / "echo_fw"
+PKG = ROOT / "node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs"
+BYTE_US = 95  # round(11e6 / 115200)
+GAP_US = 2000  # the echo firmware's frame gap
+
+needs_vm = pytest.mark.skipif(
+    shutil.which("node") is None or not PKG.exists(), reason="node / VM package missing (make setup)"
+)
+
+
+def echo_files() -> dict[str, str]:
+    return {
+        "/lib/hal_js.py": (ROOT / "firmware/boards/emulated/hal_js.py").read_text(),
+        "/lib/echo.py": (FX / "echo.py").read_text(),
+        "/lib/echo_main.py": (FX / "echo_main.py").read_text(),
+    }
+
+
+@pytest.fixture(scope="module")
+def mcu():
+    if shutil.which("node") is None or not PKG.exists():
+        pytest.skip("node / micropython-webassembly-pyscript missing (run `make setup`)")
+    with McuProcess(hang_timeout_s=1.0) as m:
+        yield m
+
+
+@pytest.fixture
+def node(mcu, request):
+    n = VmNode(mcu, request.node.name[:40], echo_files(), main="echo_main",
+               config={"baud": 115200, "wdt_ms": 2000})
+    yield n
+    mcu.unload(n.name)
+
+
+def transact(node: VmNode, frame: bytes, t0: int, until: int) -> list[tuple[int, bytes]]:
+    node.deliver(frame, t0, BYTE_US)
+    return node.advance(until)
+
+
+@needs_vm
+def test_boot_prints_and_reports_power_on(node):
+    assert node.printed == [f"echo up, reset_cause {RESET_POWER_ON}"]
+    assert node.now_us == 0
+
+
+@needs_vm
+def test_uart_round_trip_is_timed_in_virtual_time(node):
+    tx = transact(node, b"\x10\x20\x30", 1000, 20_000)
+    last_byte = 1000 + 3 * BYTE_US
+    assert tx == [(last_byte + GAP_US, b"\x30\x20\x10")]
+    start = last_byte + GAP_US
+    # DE high exactly while the 3 reply characters are on the wire
+    assert node.de_log[-2:] == [(start, 1), (start + 3 * BYTE_US, 0)]
+    assert node.now_us == 20_000
+
+
+@needs_vm
+def test_bytes_split_across_advances_form_one_frame(node):
+    node.deliver(b"\x41\x42", 1000, BYTE_US)
+    assert node.advance(1000 + 2 * BYTE_US + 500) == []  # gap not over yet
+    node.deliver(b"\x43", 1000 + 2 * BYTE_US + 500, BYTE_US)
+    tx = node.advance(10_000)
+    assert [d for _, d in tx] == [b"\x43\x42\x41"]
+
+
+@needs_vm
+def test_every_byte_value_crosses_the_bridge(node):
+    data = bytes(range(7, 256))[:200]  # cmd byte 7 = plain echo
+    tx = transact(node, data, 0, 60_000)
+    assert tx[0][1] == data[::-1]
+
+
+@needs_vm
+def test_flash_write_read_back_and_nor_semantics(node):
+    transact(node, b"\x01\xf0\x0f\xaa", 0, 10_000)
+    flash = node.read_flash()
+    assert flash[:4] == b"\x01\xf0\x0f\xaa"
+    assert flash[4:16] == b"\xff" * 12
+    # programming again can only clear bits (NOR): 0xf0 & 0x0f == 0
+    transact(node, b"\x01\x0f\xf0\xff", 20_000, 30_000)
+    assert node.read_flash()[:4] == b"\x01\x00\x00\xaa"
+    tx = transact(node, b"\x02", 40_000, 50_000)
+    assert tx[0][1] == b"\x01\x00\x00\xaa" + b"\xff" * 4
+
+
+@needs_vm
+def test_outputs_and_sensors(node):
+    transact(node, b"\x06\x03\x2a", 0, 10_000)
+    assert node.get_output(3) == 42
+    assert node.mcu.get_outputs([node.name])[node.name] == {3: 42}
+    node.set_sensor(5, -1234)
+    node.advance(11_000)  # sensor values ride on the next advance
+    assert node.eval("__import__('echo_main').board.sensors.read(5)") == -1234
+
+
+@needs_vm
+def test_exec_prints_and_heap_is_measured(node):
+    assert node.exec("print(6 * 7)") == "42\n"
+    before = node.heap_used()
+    node.exec("keep = bytearray(20000)")
+    after = node.heap_used()
+    assert abs(after - before - 20000) < 512  # + object header, - transient garbage
+
+
+@needs_vm
+def test_hal_calls_do_not_allocate_under_heap_lock(node):
+    # the reply path (UART send by address, DE, clock) must run with the heap locked
+    out = node.exec(
+        "import micropython, echo_main\n"
+        "def reply(b):\n"
+        "    b.de.value(1); b.uart.send(b.tx, 3); b.clock.ticks_us(); b.uart.tx_done()\n"
+        "    b.uart.any(); b.uart.read_byte(); b.sensors.read(1); b.outputs.write(1, 5)\n"
+        "    b.flash.read(0, b.tx, 4); b.wdt.feed()\n"
+        "micropython.heap_lock()\n"
+        "try:\n"
+        "    reply(echo_main.board)\n"
+        "finally:\n"
+        "    micropython.heap_unlock()\n"
+        "print('ok')\n"
+    )
+    assert out == "ok\n"
+
+
+@needs_vm
+def test_exec_error_raises_crash_with_traceback(node):
+    with pytest.raises(McuCrash) as exc:
+        node.exec("def f():\n    return 1 // 0\nf()")
+    assert "ZeroDivisionError" in exc.value.traceback
+    assert "in f" in exc.value.traceback
+
+
+@needs_vm
+def test_firmware_exception_surfaces_once_and_halts_board(node):
+    node.deliver(b"\x05\x00", 1000, BYTE_US)
+    with pytest.raises(McuCrash) as exc:
+        node.advance(10_000)
+    tb = exc.value.traceback
+    assert "ValueError: frame error 2" in tb
+    assert "echo.py" in tb and "in frame" in tb
+    # halted: no longer answers, and the crash is not reported again
+    assert transact(node, b"\x10\x20", 20_000, 40_000) == []
+    node.power_cycle()
+    assert transact(node, b"\x10\x20", 50_000, 60_000)[0][1] == b"\x20\x10"
+
+
+@needs_vm
+def test_watchdog_resets_a_board_that_stops_feeding(node):
+    transact(node, b"\x01\x55", 0, 10_000)  # something in flash
+    transact(node, b"\x03", 20_000, 30_000)  # stop feeding
+    node.advance(1_000_000)
+    assert node.resets == []
+    node.advance(3_000_000)
+    assert len(node.resets) == 1
+    t, cause, reason = node.resets[0]
+    assert cause == RESET_WATCHDOG and reason == "watchdog"
+    assert 2_000_000 < t <= 2_030_000  # 2 s after the last feed (<= 20 ms poll period)
+    assert node.printed[-1] == f"echo up, reset_cause {RESET_WATCHDOG}"
+    assert node.read_flash()[:2] == b"\x01\x55"
+    assert transact(node, b"\x10\x20", 3_100_000, 3_200_000)[0][1] == b"\x20\x10"
+
+
+@needs_vm
+def test_power_cycle_keeps_flash_loses_ram(node):
+    transact(node, b"\x01\x77", 0, 10_000)
+    node.exec("marker = 1")
+    node.power_cycle()
+    assert node.read_flash()[:2] == b"\x01\x77"
+    assert node.resets[-1][1:] == (RESET_POWER_ON, "power_cycle")
+    with pytest.raises(McuCrash, match="NameError"):
+        node.exec("marker")
+    node.power_cycle(keep_flash=False)
+    assert node.read_flash()[:2] == b"\xff\xff"
+
+
+@needs_vm
+def test_flash_image_is_loaded(mcu):
+    n = VmNode(mcu, "img", echo_files(), main="echo_main", flash=b"\xde\xad\xbe\xef",
+               flash_size=8192)
+    try:
+        assert len(n.read_flash()) == 8192
+        assert transact(n, b"\x02", 0, 10_000)[0][1] == b"\xde\xad\xbe\xef" + b"\xff" * 4
+    finally:
+        mcu.unload("img")
+
+
+@needs_vm
+def test_two_boards_advance_in_one_batch(mcu):
+    a = VmNode(mcu, "pa", echo_files(), main="echo_main")
+    b = VmNode(mcu, "pb", echo_files(), main="echo_main", config={"baud": 9600})
+
+    class Passive:
+        name = "passive"
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def advance(self, until_us: int) -> list[tuple[int, bytes]]:
+            self.calls.append(until_us)
+            return [(until_us, b"x")]
+
+    p = Passive()
+    try:
+        a.deliver(b"\x11\x22", 0, BYTE_US)
+        b.deliver(b"\x33\x44", 0, 1146)
+        out = advance_all([a, p, b], 50_000)
+        assert out[0] == [(2 * BYTE_US + GAP_US, b"\x22\x11")]
+        assert out[1] == [(50_000, b"x")] and p.calls == [50_000]
+        assert out[2] == [(2 * 1146 + GAP_US, b"\x44\x33")]
+        # 9600 baud: character time round(11e6 / 9600) = 1146 us
+        assert b.de_log[-1] == (2 * 1146 + GAP_US + 2 * 1146, 0)
+    finally:
+        mcu.unload("pa")
+        mcu.unload("pb")
+
+
+@needs_vm
+@pytest.mark.slow
+def test_hang_is_watchdog_reset_and_keeps_flash():
+    with McuProcess(hang_timeout_s=0.5) as m:
+        n = VmNode(m, "hang", echo_files(), main="echo_main")
+        transact(n, b"\x01\x99", 0, 10_000)
+        n.deliver(b"\x04", 20_000, BYTE_US)
+        n.set_sensor(1, 77)
+        tx = n.advance(100_000)
+        assert tx == []
+        assert [(c, r) for _, c, r in n.resets] == [(RESET_WATCHDOG, "hang")]
+        assert n.printed[-1] == f"echo up, reset_cause {RESET_WATCHDOG}"
+        assert n.now_us == 100_000
+        assert n.read_flash()[:2] == b"\x01\x99"
+        assert n.eval("__import__('echo_main').board.sensors.read(1)") == 77
+        assert transact(n, b"\x10\x20", 200_000, 300_000)[0][1] == b"\x20\x10"
+        with pytest.raises(McuHang):
+            n.exec("while True:\n    pass")
+        assert n.exec("print('alive')") == "alive\n"
+
+
+@needs_vm
+def test_close_leaves_no_process_behind():
+    m = McuProcess()
+    VmNode(m, "x", echo_files(), main="echo_main")
+    pid = m.pid
+    m.close()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    m.close()  # idempotent
+
+
+@needs_vm
+def test_kill_stops_the_process_group():
+    m = McuProcess()
+    pid = m.pid
+    m.kill()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    assert m not in mcu_mod._LIVE
+
+
+def test_missing_node_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(mcu_mod.shutil, "which", lambda _name: None)
+    with pytest.raises(McuUnavailable, match="make setup"):
+        McuProcess()
+
+
+@needs_vm
+def test_missing_node_modules_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("RACKHIL_NODE_MODULES", str(tmp_path))
+    with pytest.raises(McuUnavailable, match="make setup"):
+        McuProcess()
