@@ -1,7 +1,8 @@
 """Fixtures for the firmware-core tests: CPython fakes and, when present, the VM.
 
 ``bus`` is the conformance fixture: the same Modbus conversation against the
-Board under CPython and (``vm`` + ``slow`` marks) in the MicroPython VM.
+Board under CPython and (``vm`` + ``slow`` marks) in the MicroPython VM through
+the rackhil bridge (``VmNode``: JS HAL, virtual time), with the core's TestApp.
 """
 
 from __future__ import annotations
@@ -34,11 +35,41 @@ def cpython_bus(unit_id: int = UNIT, baud: int = 115200, **kw) -> fwsim.Transact
     return t
 
 
-@pytest.fixture(params=["cpython", pytest.param("vm", marks=[pytest.mark.vm, pytest.mark.slow])])
+@pytest.fixture(scope="module")
+def mcu_process():
+    """One rackhil McuProcess shared by a module's tests (a fresh board VM per test)."""
+    mcu = pytest.importorskip("rackhil.mcu")
+    with mcu.McuProcess() as proc:
+        yield proc
+
+
+_board_no = 0
+
+
+def rackhil_bus(mcu_process, unit_id: int = UNIT) -> fwsim.Transactor:
+    """The Board + TestApp in a VM behind the rackhil bridge (JS HAL, zero-copy UART)."""
+    global _board_no
+    from rackhil.mcu import FIRMWARE_DIR, VmNode, firmware_files
+
+    _board_no += 1
+    files = firmware_files("rackfw")
+    files.update(firmware_files("hal_js.py", root=FIRMWARE_DIR / "boards" / "emulated"))
+    files.update(firmware_files("testapp.py", "testmain.py", root=FIXTURES))
+    node = VmNode(mcu_process, f"conf{_board_no}", files, main="testmain",
+                  config={"unit_id": unit_id, "baud": 115200}, start_us=1_000_000)
+    return fwsim.Transactor(node, 11_000_000 // 115200, lambda: node.now_us)
+
+
+VM = [pytest.mark.vm, pytest.mark.slow]
+
+
+@pytest.fixture(params=["cpython", pytest.param("vm", marks=VM)])
 def bus(request):
+    """The conformance bus: the Board under CPython, or in the VM behind the rackhil bridge."""
     if request.param == "cpython":
         yield cpython_bus()
         return
-    vmbus = pytest.importorskip("vmbus")
-    with vmbus.open_bus(unit_id=UNIT) as b:
-        yield b
+    proc = request.getfixturevalue("mcu_process")
+    b = rackhil_bus(proc)
+    yield b
+    proc.unload(b.node.name)

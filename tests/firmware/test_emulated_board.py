@@ -1,7 +1,7 @@
 """The real firmware image (boards/emulated + both apps) over the rackhil VM bridge.
 
 Smoke-level conformance through ``rackhil.mcu.VmNode`` (the bridge the software
-rack uses), complementing the full suite that runs through tests/firmware/vmbus.
+rack uses) with the real apps, complementing the conformance suite (TestApp).
 """
 
 from __future__ import annotations

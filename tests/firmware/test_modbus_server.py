@@ -1,8 +1,9 @@
 """Modbus RTU server conformance: every function code, exception and framing rule.
 
 Runs against the Board under CPython (fast) and, through the same Node
-interface, in the MicroPython WebAssembly VM (``vm`` + ``slow``). The suite only
-talks Modbus to the board, so both backends are held to exactly the same bytes.
+interface, in the MicroPython WebAssembly VM behind the rackhil bridge (``vm`` +
+``slow``). The suite only talks Modbus to the board, so both backends are held
+to exactly the same bytes.
 """
 
 from __future__ import annotations

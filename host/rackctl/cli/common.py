@@ -484,3 +484,17 @@ def time_range_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def check_range(t_from: float, t_to: float) -> None:
     if t_from >= t_to:
         raise CliError(f"--from ({iso(t_from)}) must be before --to ({iso(t_to)})", EXIT_USAGE)
+
+
+def setup_logging(level: str) -> None:
+    """Logging for the long-running commands (stderr; the journal under systemd).
+
+    pymodbus logs every failed attempt at ERROR with a dump of the last frames; the
+    link already counts and classifies those (rack_bus_*_total), so its logger is
+    kept quiet unless ``debug`` is asked for.
+    """
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level.lower() != "debug":
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

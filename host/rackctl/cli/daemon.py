@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rackctl.cli.common import EXIT_CONFIG, EXIT_USAGE, CliError, cli_errors
+from rackctl.cli.common import EXIT_CONFIG, EXIT_USAGE, CliError, cli_errors, setup_logging
 from rackctl.http_server import HttpServer, parse_bind
 
 log = logging.getLogger("rackctl.cli.daemon")
@@ -134,9 +134,7 @@ def command(config_path: str, port: str | None, http: str | None, db: str | None
     """Run the monitoring daemon (polling, history, alarms, /metrics, REST)."""
     from rackctl.config import load
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level)
     cfg = apply_overrides(load(config_path), port, http, db)
     try:
         asyncio.run(_main(cfg))

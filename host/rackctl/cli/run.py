@@ -24,7 +24,7 @@ import click
 from rich.live import Live
 
 from rackctl import daemon_view as view
-from rackctl.cli.common import EXIT_CONFIG, CliError, cli_errors, stdout_console
+from rackctl.cli.common import EXIT_CONFIG, CliError, cli_errors, setup_logging, stdout_console
 from rackctl.cli.daemon import install_signal_handlers, serve
 from rackctl.http_server import HttpServer, parse_bind
 from rackctl.monitor_view import render, summary_line
@@ -186,7 +186,7 @@ def run_config(
 def command(port: str | None, parity: str, baud: int, ids: str, config: str | None, http: str,
             db: str, every: float, runtime: str | None, duration: float | None, log_level: str) -> None:
     """Run the emulated rack, the daemon, /metrics, REST and a live monitor (Ctrl-C stops)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     rack = RackHandle(port=port, layout=_layout(ids)) if port else start_emulated_rack(runtime)
     try:
