@@ -168,16 +168,19 @@ class Master:
     def _attempt(self, unit: int, request: pdus.Pdu, frame: bytes) -> pdus.Pdu | None:
         port = self.port
         bus = port.bus
-        # t3.5 of silence since the last frame we saw before we drive the line
-        bus.run_until(max(bus.now_us, self._t_idle_us))
+        self._step_until(self._t_idle_us)
         port.reset_input_buffer()
         port.write(frame)
-        port.flush()
+        self._step_until(port.tx_end_us)
+        # The bus hands a frame to the *other* boards one quantum after it ended, so
+        # the silence they see before our next request is t3.5 + one quantum shorter
+        # than ours: keep the turnaround long enough that they still see >= t3.5.
+        quiet_us = bus.line.t35_us + bus.quantum_us
         if unit == adus.BROADCAST:
-            self._t_idle_us = bus.now_us + bus.line.t35_us
+            self._t_idle_us = bus.now_us + quiet_us
             return None
         reply = self._read_reply()
-        self._t_idle_us = bus.now_us
+        self._t_idle_us = bus.now_us + quiet_us
         if not reply:
             raise DeviceTimeout(f"unit {unit}: no reply within {self.timeout * 1000:.0f} ms")
         answer = adus.parse_response(reply)  # CrcError / FrameError
@@ -207,7 +210,7 @@ class Master:
         while not rx:
             if bus.now_us >= deadline:
                 return b""
-            bus.step(deadline)
+            self._step(deadline)
         first_t = rx[0][0]
         cap = first_t + adus.MAX_FRAME * bus.line.byte_us + t35
         frame = bytearray()
@@ -225,7 +228,16 @@ class Master:
             if bus.now_us >= cap or len(frame) > adus.MAX_FRAME:
                 port.reset_input_buffer()
                 raise FrameError(f"{len(frame)}+ bytes without a t3.5 gap (a babbling node?)")
-            bus.step(min(last_t + t35, cap))
+            self._step(min(last_t + t35, cap))
+
+    def _step(self, limit_us: int) -> None:
+        """One fine bus step: never an idle stride while a reply may be on its way."""
+        bus = self.port.bus
+        bus.step(min(limit_us, bus.now_us + bus.quantum_us))
+
+    def _step_until(self, until_us: int) -> None:
+        while self.port.bus.now_us < until_us:
+            self._step(until_us)
 
     # ---- raw access ----------------------------------------------------------------
     def read_registers(self, unit: int, table: str, address: int, count: int) -> list[int]:

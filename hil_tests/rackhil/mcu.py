@@ -83,6 +83,7 @@ class BoardStep:
     resets: list[tuple[int, int, str]] = field(default_factory=list)
     crashed: str | None = None
     hung: bool = False
+    next_us: int | None = None  # earliest time the board can act again (None: never)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BoardStep:
@@ -95,6 +96,7 @@ class BoardStep:
             resets=[(int(r[0]), int(r[1]), str(r[2])) for r in d.get("resets", [])],
             crashed=d.get("crashed"),
             hung="hung_at" in d,
+            next_us=None if d.get("next") is None else int(d["next"]),
         )
 
 
@@ -423,6 +425,9 @@ class VmNode:
         self.de_log: list[tuple[int, int]] = []
         self.resets: list[tuple[int, int, str]] = []
         self.now_us = start_us
+        self.next_us: int | None = start_us
+        self._vm_now = start_us
+        self.skipped = 0  # advances answered without a round-trip (board idle)
         self._rx: list[tuple[int, int, bytes]] = []
         self._sensors_dirty: dict[int, int] = {}
         self._absorb(
@@ -446,7 +451,9 @@ class VmNode:
         return cls(mcu, name, files, main="main", config=config, **kw)
 
     def _absorb(self, step: BoardStep) -> list[tuple[int, bytes]]:
+        self._vm_now = step.now_us
         self.now_us = max(self.now_us, step.now_us)
+        self.next_us = step.next_us
         self.printed.extend(step.printed)
         self.de_log.extend(step.de)
         self.resets.extend(step.resets)
@@ -464,8 +471,32 @@ class VmNode:
     def batch_key(self) -> int:
         return id(self.mcu)
 
+    def _must_run(self, until_us: int) -> bool:
+        """False when nothing can happen on the board before ``until_us`` (pure clock move)."""
+        return bool(
+            self._rx or self._sensors_dirty or (self.next_us is not None and self.next_us <= until_us)
+        )
+
     @staticmethod
     def advance_batch(nodes: list[VmNode], until_us: int) -> list[list[tuple[int, bytes]]]:
+        """Advance VM nodes of one process in one round-trip.
+
+        Nodes whose next event lies after ``until_us`` and that have nothing pending
+        only move their clock here: the firmware cannot observe the difference (it sees
+        time only when polled), and the next real advance carries the new time.
+        """
+        idle = [n for n in nodes if not n._must_run(until_us)]
+        for n in idle:
+            n.now_us = max(n.now_us, until_us)
+            n.skipped += 1
+        busy = [n for n in nodes if n._must_run(until_us)]
+        if not busy:
+            return [[] for _ in nodes]
+        result = dict(zip(map(id, busy), VmNode._advance_now(busy, until_us), strict=True))
+        return [result.get(id(n), []) for n in nodes]
+
+    @staticmethod
+    def _advance_now(nodes: list[VmNode], until_us: int) -> list[list[tuple[int, bytes]]]:
         mcu = nodes[0].mcu
         rx = {n.name: n._rx for n in nodes if n._rx}
         sensors = {n.name: n._sensors_dirty for n in nodes if n._sensors_dirty}
@@ -499,16 +530,25 @@ class VmNode:
     def power_cycle(self, keep_flash: bool = True) -> None:
         """Fresh VM, RAM lost; flash kept (unless ``keep_flash`` is false)."""
         self._rx = []
+        self.sync()
         self._absorb(self.mcu.power_cycle(self.name, keep_flash=keep_flash))
 
-    # -- inspection
+    def sync(self) -> None:
+        """Bring the VM's clock up to ``now_us`` (after skipped idle advances)."""
+        if self._vm_now < self.now_us:
+            VmNode._advance_now([self], self.now_us)
+
+    # -- inspection (the VM's clock is synced first, so code sees the node's time)
     def exec(self, code: str) -> str:
+        self.sync()
         return self.mcu.exec(self.name, code)
 
     def eval(self, expr: str) -> Any:
+        self.sync()
         return self.mcu.eval(self.name, expr)
 
     def heap_used(self) -> int:
+        self.sync()
         return self.mcu.heap_used(self.name)
 
     def read_flash(self) -> bytes:

@@ -179,9 +179,21 @@ async function boot(resetCause) {
   }
 }
 
+// Earliest virtual time at which this board can do anything observable. Until
+// then an advance is a pure clock move, which the Python side may skip.
+function nextEvent() {
+  let t = Infinity;
+  if (st.rxqHead < st.rxq.length) t = st.rxq[st.rxqHead][0];
+  if (st.txBusy && st.txEnd < t) t = st.txEnd;
+  if (st.poll !== null && st.crashed === null && st.wake < t) t = st.wake;
+  if (st.board && st.wdtMs > 0 && st.lastFeed + st.wdtMs * 1000 < t) t = st.lastFeed + st.wdtMs * 1000;
+  return t === Infinity ? null : t;
+}
+
 function takeCapture() {
   const out = {
     now: now(),
+    next: nextEvent(),
     tx: st.tx.map(([t, d]) => [t, d.toString('hex')]),
     de: st.de,
     outputs: st.outChanges,

@@ -411,6 +411,9 @@ class Rack:
 
             self.capture = Capture(bus=self.bus)
         self.host.close()  # the pty is the host now; an idle port would only cost time
+        # a program on the pty writes whenever it likes: no idle strides that would
+        # delay its replies (and hand other boards frames late)
+        self.bus.idle_quantum_us = self.bus.quantum_us
         self.pty = PtyPort(self.bus, "pty", link=pty_path or DEFAULT_LINK)
         self.runner = RealTimeRunner(self.bus).start()
         return self.pty.port

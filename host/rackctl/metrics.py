@@ -87,6 +87,7 @@ SKIP_BLOCK_PREFIXES = ("identity", "event", "update", "control")
 
 COUNTER_FIELDS: tuple[tuple[str, str], ...] = (
     ("requests", "Modbus requests sent to the device"),
+    ("retries", "extra attempts after a timeout or CRC error"),
     ("crc_errors", "responses from the device rejected for a bad CRC"),
     ("timeouts", "requests the device did not answer in time"),
     ("exceptions", "Modbus exception responses from the device"),

@@ -3,6 +3,7 @@
 import fwsim
 import pytest
 from modbus_client import exception_code, read_req, words, write_single
+
 from rackfw import io_cdu
 from rackfw import regs_cdu as RC
 from rackfw.cooling import modes as M

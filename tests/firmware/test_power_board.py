@@ -7,6 +7,7 @@ the fault-clear register reaches ``clear_faults``, telemetry is readable with FC
 
 import fwsim
 from modbus_client import exception_code, read_req, words, write_single
+
 from rackfw import io_power as io
 from rackfw import regs_power_shelf as R
 from rackfw.power.app import PowerShelfApp

@@ -193,3 +193,10 @@ def test_turning_off_a_needed_psu_is_refused():
 def test_turning_off_a_non_contributing_psu_is_allowed():
     r = red([3000, 0, 0, 0, 0, 0], 2900)
     assert r.may_turn_off(1)
+
+
+def test_fan_of_an_unpowered_psu_is_not_a_failure():
+    p = PsuProtection()
+    for _ in range(50):
+        ev(p, rpm=0, ac=0, v=0, i=0)
+    assert not p.status & W_FAN

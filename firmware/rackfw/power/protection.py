@@ -15,8 +15,8 @@ Policy (what the status bits below mean and what the app does with them):
   current limit falls linearly from the rated limit at the warning level to
   ``DERATE_FLOOR_PCT`` of it at the fault level.  Clears with ``OT_HYST`` hysteresis.
 * ``F_OT``  hot-spot temperature at/above the fault level -> off, latched.
-* ``W_FAN`` fan commanded but the tach reads below ``FAN_MIN_RPM`` for
-  ``FAN_FAIL_MS`` -> warning only; over-temperature protection then does the
+* ``W_FAN`` fan commanded (and the PSU powered) but the tach reads below
+  ``FAN_MIN_RPM`` for ``FAN_FAIL_MS`` -> warning only; over-temperature protection then does the
   protecting (the PSU heats up, derates, then trips).
 * ``W_AC``  the PSU reports its AC input bad (not a fault of the PSU).
 
@@ -66,7 +66,8 @@ class PsuProtection:
                 self.oc_ms -= dt_ms
                 if self.oc_ms < 0:
                     self.oc_ms = 0
-            if fan_cmd > 0 and fan_rpm < FAN_MIN_RPM:
+            # an unpowered PSU (no AC) cannot spin its fan: not a fan failure
+            if fan_cmd > 0 and ac_ok and fan_rpm < FAN_MIN_RPM:
                 self.fan_ms += dt_ms
                 if self.fan_ms >= FAN_FAIL_MS:
                     st |= W_FAN
