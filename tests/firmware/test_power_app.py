@@ -26,7 +26,7 @@ from rackfw.events import (  # noqa: E402
     EV_MODE,
     EV_WARNING,
 )
-from rackfw.power.app import PowerShelfApp  # noqa: E402
+from rackfw.power.app import SETTLE_TICKS, PowerShelfApp  # noqa: E402
 from rackfw.power.bbu import MODE_CHARGING, MODE_DISCHARGING  # noqa: E402
 from rackfw.regbank import RegBank  # noqa: E402
 
@@ -96,6 +96,7 @@ class Shelf:
         self.app = PowerShelfApp(self.bank, self.s, self.o, self.ev, self.clk)
         self.plant()
         self.app.start()
+        self.step(SETTLE_TICKS)
 
     def plant(self):
         v = self.s.v
@@ -366,3 +367,28 @@ def test_psu_not_answering_is_flagged_comms_and_not_counted():
     sh.step()
     assert not sh.status(0) & R.F_PSU_STATUS_COMMS
     assert (code(1, R.F_PSU_STATUS_COMMS), 0) in sh.ev.of(EV_WARNING)
+
+
+def test_boot_settle_takes_inventory_silently():
+    """Sensors still reading 0 at boot (first ADC/PMBus reads) must not look like
+    six hot-swaps and a dead battery."""
+    s, o, ev, clk = Sensors(), Outputs(), Events(), Clock()
+    bank = RegBank(R.IR_SIZE, R.HR_SIZE, R.COIL_SIZE, R.DI_SIZE)
+    for a in range(R.HR_SIZE):
+        bank.hr[a] = R.HR_DEFAULT[a] & 0xFFFF
+    app = PowerShelfApp(bank, s, o, ev, clk)
+    app.start()  # everything still reads 0
+    clk.ms += 100
+    app.tick(clk.ms)
+    s.v.update({io.S_FEED1_V: 2300, io.S_FEED2_V: 2300, io.S_BBU_V: 5200, io.S_BBU_T: 250,
+                io.S_BBU_SOC: 1000, io.S_BBU_SOH: 950})
+    for i in range(6):
+        for m, x in ((io.S_PSU_PRESENT, 1), (io.S_PSU_AC_OK, 1), (io.S_PSU_OUT_V, 5100),
+                     (io.S_PSU_FAN_RPM, 9000), (io.S_PSU_T_HOT, 400)):
+            s.v[io.psu_s(i, m)] = x
+    for _ in range(SETTLE_TICKS + 3):
+        clk.ms += 100
+        app.tick(clk.ms)
+    assert ev.log_ == []
+    assert bank.get_ir(R.PSUS_PRESENT) == 6
+    assert o.read(io.O_BBU_ENABLE) == 1

@@ -40,6 +40,8 @@ FEED_LOST_V = const(500)    # 0.1 V: below this a feed is absent
 FEED_LOW_V = const(2000)    # 0.1 V: 200 V
 FEED_HIGH_V = const(2640)   # 0.1 V: 264 V
 
+SETTLE_TICKS = const(5)     # after boot: inputs settle (ADC filters, PMBus first reads)
+
 _FEED_LOST = const(0)
 _FEED_OK = const(1)
 _FEED_LOW = const(2)
@@ -83,17 +85,20 @@ class PowerShelfApp:
         self.bbu = Bbu()
         self.shelf = 0
         self.feeds_ok = 0
+        self.settle = SETTLE_TICKS
         self.last_ms = 0
         self.started = False
 
     # ------------------------------------------------------------ contract
     def start(self):
-        """Take the initial inventory (no hot-swap events for what is already seated)."""
+        """Begin the boot settle window: for ``SETTLE_TICKS`` ticks the inventory is
+        taken silently (a PSU already seated is not a hot-swap) and the BBU is not
+        judged; protection runs from the first tick."""
         for s in self.slots:
             s.present = 1 if self.sensors.read(s.s_base + io.S_PSU_PRESENT) else 0
         self.last_ms = self.clock.ticks_ms()
+        self.settle = SETTLE_TICKS
         self.started = True
-        self.tick(self.last_ms)
 
     def tick(self, now_ms):
         if not self.started:
@@ -117,8 +122,13 @@ class PowerShelfApp:
         warnings = 0
         derating = 0
         cap = self.red.cap_w
+        settling = self.settle > 0
+        if settling:
+            self.settle -= 1
         for s in self.slots:
             st = s.tick(dt, vset, fan_ovr, ov, oc, warn, fault)
+            if settling:
+                s.hotswap = False
             self._log_slot(s)
             cap[s.i] = s.capacity_w(vset)
             if s.present:
@@ -135,7 +145,7 @@ class PowerShelfApp:
         shelf = 0
         if self.red.update(load_w):
             shelf |= R.F_SHELF_STATUS_REDUNDANCY_OK
-        mode = self._bbu(ac_present, load_w)
+        mode = self._bbu(ac_present, load_w, settling)
         if self.feeds_ok == 1:
             shelf |= R.F_SHELF_STATUS_DEGRADED_FEED
         if mode == MODE_DISCHARGING:
@@ -150,7 +160,8 @@ class PowerShelfApp:
             shelf |= R.F_SHELF_STATUS_ANY_WARNING
         if derating:
             shelf |= R.F_SHELF_STATUS_DERATING
-        self._log_shelf(shelf)
+        if not settling:
+            self._log_shelf(shelf)   # boot conditions are logged once settled
         b.set_ir(R.SHELF_STATUS, shelf)
         alarm = 1 if shelf & (R.F_SHELF_STATUS_ANY_FAULT | R.F_SHELF_STATUS_OVERLOAD) else 0
         b.set_di(R.FAULT_ACTIVE, alarm)
@@ -223,7 +234,7 @@ class PowerShelfApp:
         b.set_ir32(R.DC_P, p)
         return p // 10
 
-    def _bbu(self, ac_present, load_w):
+    def _bbu(self, ac_present, load_w, settling):
         b = self.bank
         sn = self.sensors
         v = sn.read(io.S_BBU_V)
@@ -232,9 +243,12 @@ class PowerShelfApp:
         soc = sn.read(io.S_BBU_SOC)
         soh = sn.read(io.S_BBU_SOH)
         old = self.bbu.mode
-        mode = self.bbu.update(ac_present, v, i, t, soc, soh)
-        if self.bbu.changed:
-            self.events.log(EV_MODE, mode, old)
+        if settling:
+            mode = old
+        else:
+            mode = self.bbu.update(ac_present, v, i, t, soc, soh)
+            if self.bbu.changed:
+                self.events.log(EV_MODE, mode, old)
         enable = self.bbu.enable() if b.get_hr(R.BBU_ENABLE) else 0
         self.outputs.write(io.O_BBU_ENABLE, enable)
         self.outputs.write(io.O_BBU_CHARGE_I, self.bbu.charge_current(b.get_hr(R.BBU_CHARGE_CURRENT)))
