@@ -5,11 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# promtool (from Debian's prometheus package, unpacked, no service) validates /metrics in tests
+PROMTOOL := $(CURDIR)/.venv/prometheus/usr/bin/promtool
+export PROMTOOL
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast bench lint gen gen-check fw clean
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(PROMTOOL)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +24,16 @@ $(NODE_STAMP): package.json package-lock.json
 	@command -v node >/dev/null || { echo "node >= 20 is required (see README)"; exit 1; }
 	@npm ci --silent --no-audit --no-fund
 	@touch $(NODE_STAMP)
+
+$(PROMTOOL): | $(STAMP)
+	@echo "fetching promtool (Debian package prometheus, unpacked into .venv/prometheus)"
+	@if command -v apt-get >/dev/null; then \
+		tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
+		( apt-get download -qq prometheus >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && apt-get download -qq prometheus >/dev/null 2>&1; } ) && \
+		dpkg -x prometheus_*.deb $(CURDIR)/.venv/prometheus && rm -rf $$tmp; \
+	fi; \
+	test -x $(PROMTOOL) || { echo "warning: promtool unavailable; the promtool checks will be skipped"; mkdir -p $$(dirname $(PROMTOOL)); }
 
 run: setup
 	@$(VENV)/bin/rackctl run

@@ -78,9 +78,12 @@ class CPythonNode:
         flash: bytes | FakeFlash = b"",
         flash_size: int = 256 * 1024,
         start_us: int = 0,
+        **config_kw: Any,
     ) -> None:
+        """``config`` (or keyword arguments: ``board``, ``unit_id``, ``baud``, ``serial``,
+        ``wdt_ms``, ``byte_us``, ``reset_cause``) is what the VM board gets as JSON."""
         self.name = name
-        self.config = dict(config or {})
+        self.config = dict(config or {}, **config_kw)
         self.build = build
         fl = flash if isinstance(flash, FakeFlash) else FakeFlash(flash_size, bytes(flash))
         self.hal = FakeHal(
@@ -128,8 +131,15 @@ class CPythonNode:
     def set_sensor(self, ch: int, value: int) -> None:
         self.hal.sensors.values[ch] = int(value)
 
+    def set_sensors(self, values: Mapping[int, int]) -> None:
+        for ch, v in values.items():
+            self.hal.sensors.values[ch] = int(v)
+
     def get_output(self, ch: int) -> int:
         return self.hal.outputs.read(ch)
+
+    def get_outputs(self) -> dict[int, int]:
+        return dict(self.hal.outputs.values)
 
     def read_flash(self) -> bytes:
         return bytes(self.hal.flash.mem)
@@ -161,13 +171,16 @@ class CPythonNode:
             tb, self._crash_pending = self._crash_pending, None
             raise McuCrash(self.name, tb)
 
-    def power_cycle(self, keep_flash: bool = True) -> None:
-        """Reboot with RAM lost; flash kept unless ``keep_flash`` is false."""
+    def power_cycle(self, keep_flash: bool = True, reset_cause: int = RESET_POWER_ON) -> None:
+        """Reboot with RAM lost; flash kept unless ``keep_flash`` is false.
+
+        ``reset_cause`` is what the firmware is told (e.g. 3 to model a watchdog reset).
+        """
         if not keep_flash:
             self.hal.flash.mem[:] = b"\xff" * len(self.hal.flash.mem)
         self._rxq.clear()
-        self.resets.append((self.now_us, RESET_POWER_ON, "power_cycle"))
-        self._boot(RESET_POWER_ON)
+        self.resets.append((self.now_us, reset_cause, "power_cycle"))
+        self._boot(reset_cause)
         self._raise_crash()
 
     # -- Node protocol

@@ -343,9 +343,13 @@ class McuProcess:
         """Bytes allocated on the board's MicroPython heap after a full collection."""
         return int(self.eval(board, "(__import__('gc').collect(), __import__('gc').mem_alloc())[1]"))
 
-    def power_cycle(self, board: str, keep_flash: bool = True) -> BoardStep:
-        """Fresh VM (RAM lost) booted with reset cause power-on; flash kept unless asked."""
-        raw = self._request("power_cycle", board=board, keep_flash=keep_flash)
+    def power_cycle(
+        self, board: str, keep_flash: bool = True, reset_cause: int = RESET_POWER_ON
+    ) -> BoardStep:
+        """Fresh VM (RAM lost) told ``reset_cause`` (default power-on); flash kept unless asked."""
+        raw = self._request(
+            "power_cycle", board=board, keep_flash=keep_flash, reset_cause=reset_cause
+        )
         self._crash_reported.discard(board)
         step = self._step(board, raw)
         self._raise_crashes({board: step})
@@ -472,10 +476,12 @@ class VmNode:
         return id(self.mcu)
 
     def _must_run(self, until_us: int) -> bool:
-        """False when nothing can happen on the board before ``until_us`` (pure clock move)."""
-        return bool(
-            self._rx or self._sensors_dirty or (self.next_us is not None and self.next_us <= until_us)
-        )
+        """False when nothing can happen on the board before ``until_us`` (pure clock move).
+
+        Sensor changes do not count: firmware reads sensors only while polled, so they
+        ride along with the next advance that runs it.
+        """
+        return bool(self._rx or (self.next_us is not None and self.next_us <= until_us))
 
     @staticmethod
     def advance_batch(nodes: list[VmNode], until_us: int) -> list[list[tuple[int, bytes]]]:
@@ -521,21 +527,33 @@ class VmNode:
 
     # -- plant side
     def set_sensor(self, ch: int, value: int) -> None:
-        self.sensors[ch] = int(value)
-        self._sensors_dirty[ch] = int(value)
+        value = int(value)
+        if self.sensors.get(ch) != value:
+            self.sensors[ch] = value
+            self._sensors_dirty[ch] = value
+
+    def set_sensors(self, values: Mapping[int, int]) -> None:
+        for ch, v in values.items():
+            self.set_sensor(ch, v)
 
     def get_output(self, ch: int) -> int:
         return self.outputs.get(ch, 0)
 
-    def power_cycle(self, keep_flash: bool = True) -> None:
-        """Fresh VM, RAM lost; flash kept (unless ``keep_flash`` is false)."""
+    def get_outputs(self) -> dict[int, int]:
+        return dict(self.outputs)
+
+    def power_cycle(self, keep_flash: bool = True, reset_cause: int = RESET_POWER_ON) -> None:
+        """Fresh VM, RAM lost; flash kept (unless ``keep_flash`` is false).
+
+        Pending RX is dropped; the VM's clock is first brought up to ``now_us``.
+        """
         self._rx = []
         self.sync()
-        self._absorb(self.mcu.power_cycle(self.name, keep_flash=keep_flash))
+        self._absorb(self.mcu.power_cycle(self.name, keep_flash, reset_cause))
 
     def sync(self) -> None:
         """Bring the VM's clock up to ``now_us`` (after skipped idle advances)."""
-        if self._vm_now < self.now_us:
+        if self._vm_now < self.now_us or self._sensors_dirty:
             VmNode._advance_now([self], self.now_us)
 
     # -- inspection (the VM's clock is synced first, so code sees the node's time)

@@ -212,7 +212,7 @@ const commands = {
   async power_cycle(req) {
     const b = board(req.board);
     if (!req.keep_flash) new Uint8Array(b.flashSab).fill(0xff);
-    return b.restart(RESET_POWER_ON, 'power_cycle');
+    return b.restart(req.reset_cause ?? RESET_POWER_ON, 'power_cycle');
   },
   async read_flash(req) {
     return { flash: board(req.board).readFlash() };

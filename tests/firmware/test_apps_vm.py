@@ -226,3 +226,33 @@ def test_power_shelf_board_in_vm_rides_through_ac_loss_within_heap_budget(mcu, r
     assert r.peak < BOARD_BUDGET
     assert app_peak < APP_BUDGET
     assert tick_alloc == 0
+
+
+def test_cdu_in_vm_fails_over_a_dead_pump_and_isolates_a_tray_leak(mcu, record_property):
+    plant = Cdu(seed=11)
+    r = Run(mcu, "cdu", plant)
+    r.run(90)
+    plant.fail_pump(0, "dead")
+    t_fail = plant.t_s
+    seen = {}
+
+    def watch(run):
+        if "lead2" not in seen and ir(run.node, RC.LEAD_PUMP, 1)[0] == 2:
+            seen["lead2"] = run.plant.t_s - t_fail
+
+    r.run(30, watch)
+    loop = ir(r.node, RC.MODE, 17)
+    pump1 = ir(r.node, RC.PUMP1_STATUS, 1)[0]
+    plant.leak(io_cdu.LEAK_CDU_TRAY)
+    r.run(2)
+    after_leak = ir(r.node, RC.MODE, 2)
+    record("cdu_failover", record_property, failover_after_s=seen.get("lead2"),
+           dp_after_failover_kpa=s16(loop[RC.DP - RC.MODE]) / 10.0)
+    assert seen.get("lead2") is not None and seen["lead2"] <= 5.0
+    assert pump1 & RC.F_PUMP_STATUS_FAILED
+    assert loop[RC.ALARMS - RC.MODE] & RC.F_ALARMS_PUMP_FAILOVER
+    assert abs(s16(loop[RC.DP - RC.MODE]) / 10.0 - 100.0) < 10.0  # pressure back on pump 2
+    assert after_leak[0] == 3  # fault
+    assert after_leak[1] & RC.F_ALARMS_LEAK_ISOLATED
+    assert r.node.get_output(io_cdu.O_PUMP_BASE + 1) == 0
+    assert r.node.get_output(io_cdu.O_VALVE) == 0

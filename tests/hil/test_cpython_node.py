@@ -31,13 +31,7 @@ GAP_US = 2000
 if str(FX) not in sys.path:
     sys.path.insert(0, str(FX))
 
-
-def build_echo(hal: FakeHal, cfg: dict[str, Any]) -> Any:
-    from echo import Echo
-
-    board = Echo(hal.uart, hal.de, hal.clock, hal.sensors, hal.outputs, hal.flash, hal.wdt)
-    print("echo up, reset_cause", cfg.get("reset_cause"))
-    return board
+from fixture import build_echo, echo_files  # noqa: E402  (tests/hil/fixtures/echo_fw)
 
 
 def echo_node(name: str = "echo", **kw: Any) -> CPythonNode:
@@ -245,7 +239,6 @@ def observe(node: Any) -> dict[str, Any]:
 @pytest.mark.vm
 def test_echo_firmware_behaves_the_same_in_cpython_and_vm():
     from rackhil.mcu import McuProcess, VmNode
-    from test_mcu import echo_files
 
     with McuProcess() as m:
         vm = observe(VmNode(m, "vm", echo_files(), main="echo_main",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,10 @@ needs_vm = pytest.mark.skipif(
 )
 
 
-def echo_files() -> dict[str, str]:
-    return {
-        "/lib/hal_js.py": (ROOT / "firmware/boards/emulated/hal_js.py").read_text(),
-        "/lib/echo.py": (FX / "echo.py").read_text(),
-        "/lib/echo_main.py": (FX / "echo_main.py").read_text(),
-    }
+if str(FX) not in sys.path:
+    sys.path.insert(0, str(FX))
+
+from fixture import echo_files  # noqa: E402  (tests/hil/fixtures/echo_fw)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """Lead/lag pump pair: one pump runs, the other stands by.
 
 * The lead pump gets the speed demand; the lag pump is commanded to 0.
-* Lead failure: commanded but the tach stays below ``NO_TACH_RPM`` for the
-  failover delay (a register; it must cover spin-up), or motor current above the
-  over-current limit for the same delay.  The failed pump is latched off and the lag pump takes the lead in
+* Lead failure: commanded but not turning — the tach stays below ``NO_TACH_RPM``
+  or below half the speed the command asks for (a dead pump coasting down is caught
+  long before it stops) — for the failover delay (a register; it must cover
+  spin-up), or motor current above the over-current limit for the same delay.  The failed pump is latched off and the lag pump takes the lead in
   the same tick with the same demand, so flow is back within a few seconds
   (detection time + the pump's spin-up).
 * Rotation by run hours: when the lead has run ``rotate_s`` seconds (default
@@ -18,6 +19,8 @@ to the fault mode.
 """
 
 from micropython import const
+
+from rackfw.io_cdu import PUMP_RPM_MAX
 
 PF_NO_TACH = const(0x01)
 PF_OC = const(0x02)
@@ -45,7 +48,11 @@ class PumpPair:
         self.cur[i] = cur
 
     def _supervise(self, i, dt_ms, oc_limit, fail_ms):
-        if self.cmd[i] > 0 and self.rpm[i] < NO_TACH_RPM:
+        cmd = self.cmd[i]
+        low = cmd * PUMP_RPM_MAX // 2000     # half the commanded speed (cmd in 0.1 %)
+        if low < NO_TACH_RPM:
+            low = NO_TACH_RPM
+        if cmd > 0 and self.rpm[i] < low:
             self._notach_ms[i] += dt_ms
             if self._notach_ms[i] >= fail_ms:
                 self.fail[i] |= PF_NO_TACH

@@ -1,0 +1,404 @@
+"""Flash a firmware image into a board's update staging area over Modbus RTU.
+
+The board side is ``rackfw.update`` (the common map's ``update`` holding block and
+``update_status`` input block); this is the host side of that mailbox protocol:
+
+1. unlock (the two-step key: ``update_command`` is protected), renewed before the
+   60 s grant runs out and again if the board answers 04 (locked);
+2. ``begin``: session id + image size; the board erases the staging area one
+   sector per poll and answers every write with exception 06 (busy) meanwhile;
+3. per chunk (≤ 128 octets): header (session, offset, length, CRC-16 of the
+   chunk), the chunk window, ``write_chunk``, then a read of ``update_status``.
+   ``update_next_offset`` is the truth: a chunk counts as delivered when it moved
+   past it, a CRC-refused chunk is sent again, and after a lost reply the host
+   resumes from wherever the board says it is;
+4. ``commit`` with the CRC-16 of the whole image; the board re-reads its staging
+   flash and reports ``ready`` (or ``failed``/``image_crc``).
+
+Why the status read after every chunk instead of trusting write replies: a write
+reply only says the registers were stored; whether the chunk passed its CRC and
+reached flash is known after the board's housekeeping ran, and a reply lost on
+the wire must not make the host skip or repeat a chunk.
+
+Everything that waits goes through the injected ``sleep``/``clock``, so the same
+code runs in real time on a serial port and in virtual time on the simulated bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rackproto import regmap
+from rackproto.crc import crc16
+from rackproto.errors import DeviceTimeout, ModbusException, RackError
+
+log = logging.getLogger(__name__)
+
+CHUNK_MAX = 128  # octets per chunk window (rackfw.update.CHUNK_MAX)
+UNLOCK_KEY = 0xC0DE  # rackfw.unlock.KEY; its complement follows
+UNLOCK_HOLD_S = 60.0  # the firmware's grant; renewed well before it ends
+UNLOCK_RENEW_S = 45.0
+
+CMD_BEGIN, CMD_WRITE_CHUNK, CMD_COMMIT, CMD_ABORT = 1, 2, 3, 4
+STATES = ("idle", "receiving", "verifying", "ready", "failed")
+RESULTS = ("ok", "bad_session", "bad_offset", "chunk_crc", "image_crc", "flash_error",
+           "too_large", "busy")
+
+BUSY = 6  # Modbus exception: server device busy
+
+
+class FlashError(RackError):
+    """Flashing failed; the message says what went wrong and what to do about it."""
+
+
+class ImageTooLarge(FlashError, ValueError):
+    """The image does not fit the board's staging area (nothing was written)."""
+
+
+class SessionRefused(FlashError):
+    """The board refused our session id: another host began an update, or the board reset."""
+
+
+class BoardBusy(FlashError, TimeoutError):
+    """The board kept answering exception 06 (busy) for longer than allowed."""
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    state: str
+    result: str
+    next_offset: int
+
+
+@dataclass
+class FlashProgress:
+    """Handed to ``progress_cb`` after every step; ``done`` counts acknowledged octets."""
+
+    phase: str  # unlock, begin, write, commit, verify, done
+    done: int
+    total: int
+    chunk_retries: int = 0
+    busy_retries: int = 0
+
+
+@dataclass
+class FlashReport:
+    device_id: int
+    size: int
+    session: int
+    image_crc: int
+    chunks: int = 0
+    chunk_retries: int = 0  # chunks refused (CRC) or not taken and sent again
+    busy_retries: int = 0  # writes answered 06 and repeated
+    resyncs: int = 0  # jumps to the board's update_next_offset after a lost reply
+    lost_replies: int = 0
+    unlocks: int = 0
+    elapsed_s: float = 0.0
+    state: str = "idle"
+    timeline: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        """Image octets per second, end to end (unlock to ready)."""
+        return self.size / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def chunk_words(data: bytes) -> list[int]:
+    """Octets as the chunk window holds them: two per register, big-endian, zero-padded."""
+    if len(data) % 2:
+        data = data + b"\x00"
+    return [(data[i] << 8) | data[i + 1] for i in range(0, len(data), 2)]
+
+
+class _Addresses:
+    """Register addresses of the update mailbox, from the common map (never typed twice)."""
+
+    def __init__(self) -> None:
+        m = regmap.load("common")
+        self.unlock_key = m.get("unlock_key").address
+        self.command = m.get("update_command").address
+        self.session = m.get("update_session").address
+        self.image_size = m.get("update_image_size").address
+        self.image_crc = m.get("update_image_crc").address
+        self.chunk = m.get("update_chunk").address
+        self.status = m.get("update_state").address
+        for name in ("update_offset", "update_length", "update_chunk_crc"):
+            expect = self.session + {"update_offset": 1, "update_length": 3,
+                                     "update_chunk_crc": 4}[name]
+            if m.get(name).address != expect:  # the header is written in one request
+                raise FlashError(f"common map: {name} is not where the flasher expects it")
+
+
+_ADDR: _Addresses | None = None
+
+
+def _addresses() -> _Addresses:
+    global _ADDR
+    if _ADDR is None:
+        _ADDR = _Addresses()
+    return _ADDR
+
+
+class Flasher:
+    """One update session with one board; :func:`flash` runs the whole sequence.
+
+    ``link`` is a :class:`rackctl.modbus_client.ModbusLink` (``read``,
+    ``write_registers``). The methods are usable on their own (abort a stuck
+    session, inspect status) and raise :class:`FlashError` subclasses.
+    """
+
+    def __init__(
+        self,
+        link: Any,
+        device_id: int,
+        *,
+        session: int | None = None,
+        chunk_size: int = CHUNK_MAX,
+        busy_timeout: float = 10.0,
+        max_chunk_retries: int = 8,
+        unlock_key: int = UNLOCK_KEY,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= chunk_size <= CHUNK_MAX:
+            raise ValueError(f"chunk_size must be 1..{CHUNK_MAX}")
+        self.link = link
+        self.unit = device_id
+        self.session = session if session is not None else secrets.randbelow(0xFFFF) + 1
+        self.chunk_size = chunk_size
+        self.busy_timeout = busy_timeout
+        self.max_chunk_retries = max_chunk_retries
+        self.unlock_key = unlock_key
+        self.sleep = sleep
+        self.clock = clock
+        self.a = _addresses()
+        self.busy_retries = 0
+        self.unlocks = 0
+        self._unlocked_at: float | None = None
+
+    # ---- low-level ------------------------------------------------------------------
+    async def status(self) -> UpdateStatus:
+        st, res, hi, lo = await self.link.read(self.unit, "input", self.a.status, 4)
+        state = STATES[st] if st < len(STATES) else f"state{st}"
+        result = RESULTS[res] if res < len(RESULTS) else f"result{res}"
+        return UpdateStatus(state, result, (hi << 16) | lo)
+
+    async def _write(self, address: int, values: list[int]) -> None:
+        """A write that waits out exception 06 (busy) with a growing backoff."""
+        start = self.clock()
+        delay = 0.002
+        while True:
+            try:
+                await self.link.write_registers(self.unit, address, values)
+                return
+            except ModbusException as exc:
+                if exc.code != BUSY:
+                    raise
+            self.busy_retries += 1
+            if self.clock() - start > self.busy_timeout:
+                raise BoardBusy(
+                    f"unit {self.unit} stayed busy (exception 06) for {self.busy_timeout:g} s; "
+                    "its flash may be failing — power-cycle it and flash again")
+            await self.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    async def unlock(self) -> None:
+        await self._write(self.a.unlock_key, [self.unlock_key])
+        await self._write(self.a.unlock_key, [self.unlock_key ^ 0xFFFF])
+        self._unlocked_at = self.clock()
+        self.unlocks += 1
+
+    async def command(self, cmd: int) -> None:
+        """Write ``update_command``; unlock first when the grant is (nearly) over or the
+        board says it is locked (exception 04)."""
+        if self._unlocked_at is None or self.clock() - self._unlocked_at > UNLOCK_RENEW_S:
+            await self.unlock()
+        try:
+            await self._write(self.a.command, [cmd])
+        except ModbusException as exc:
+            if exc.code != 4:
+                raise
+            log.info("unit %d: update_command refused as locked; unlocking again", self.unit)
+            await self.unlock()
+            try:
+                await self._write(self.a.command, [cmd])
+            except ModbusException as exc2:
+                if exc2.code == 4:
+                    raise FlashError(
+                        f"unit {self.unit} refuses update commands even after the unlock key "
+                        "(exception 04) — wrong --unlock-key, or the board has no staging "
+                        "flash") from exc2
+                raise
+
+    async def begin(self, size: int, image_crc: int = 0) -> UpdateStatus:
+        if not 0 < size <= 0xFFFFFFFF:
+            raise ImageTooLarge(f"image size {size} is not 1..{0xFFFFFFFF}")
+        a = self.a
+        # session, offset (2), length, chunk crc, image size (2), image crc: one request
+        await self._write(a.session, [self.session, 0, 0, 0, 0, size >> 16, size & 0xFFFF,
+                                      image_crc])
+        await self.command(CMD_BEGIN)
+        st = await self.status()
+        if st.result == "too_large":
+            raise ImageTooLarge(
+                f"unit {self.unit} has no room for a {size}-octet image (its staging area is "
+                "smaller); build a smaller image (--mpy) — nothing was written")
+        if st.state != "receiving":
+            raise FlashError(f"unit {self.unit} did not start the update (state {st.state}, "
+                             f"result {st.result})")
+        return st
+
+    async def write_chunk(self, offset: int, data: bytes) -> bool:
+        """Send one chunk and trigger it; False when the command's reply was lost."""
+        a = self.a
+        await self._write(a.session, [self.session, offset >> 16, offset & 0xFFFF, len(data),
+                                      crc16(data)])
+        await self._write(a.chunk, chunk_words(data))
+        try:
+            await self.command(CMD_WRITE_CHUNK)
+        except DeviceTimeout:
+            return False
+        return True
+
+    async def commit(self, image_crc: int) -> None:
+        await self._write(self.a.session, [self.session])
+        await self._write(self.a.image_crc, [image_crc])
+        await self.command(CMD_COMMIT)
+
+    async def abort(self) -> UpdateStatus:
+        await self._write(self.a.session, [self.session])
+        await self.command(CMD_ABORT)
+        return await self.status()
+
+    # ---- the sequence ---------------------------------------------------------------
+    async def _settle(self, offset: int, n: int, command_sent: bool) -> UpdateStatus:
+        """Status after a chunk; waits (briefly) while the board is still programming."""
+        for _ in range(50):
+            st = await self.status()
+            if st.state != "receiving":
+                if st.result == "bad_session":
+                    raise self._session_refused()
+                raise FlashError(
+                    f"unit {self.unit} left the update (state {st.state}, result {st.result}) "
+                    "— it may have reset or another host aborted; flash again")
+            if st.next_offset != offset or st.result != "ok" or not command_sent:
+                return st
+            await self.sleep(0.001)  # accepted, flash programming still pending
+        return st
+
+    def _session_refused(self) -> SessionRefused:
+        return SessionRefused(
+            f"unit {self.unit} refused session {self.session:#06x} — another host began an "
+            "update or the board reset; make sure only one flasher talks to it, then retry")
+
+    async def send(self, image: bytes, report: FlashReport,
+                   progress: Callable[[FlashProgress], None]) -> None:
+        size = len(image)
+        offset = 0
+        retries_here = 0
+        while offset < size:
+            n = min(self.chunk_size, size - offset)
+            sent = await self.write_chunk(offset, image[offset : offset + n])
+            if not sent:
+                report.lost_replies += 1
+            st = await self._settle(offset, n, sent)
+            nxt = st.next_offset
+            if nxt == offset + n:
+                offset = nxt
+                report.chunks += 1
+                retries_here = 0
+            elif nxt == offset:
+                if st.result == "bad_session":
+                    raise self._session_refused()
+                report.chunk_retries += 1
+                retries_here += 1
+                log.info("unit %d: chunk at %d not taken (%s); sending it again",
+                         self.unit, offset, st.result)
+                if retries_here > self.max_chunk_retries:
+                    raise FlashError(
+                        f"unit {self.unit} refused the chunk at offset {offset} "
+                        f"{retries_here} times (last result {st.result}) — the line is too "
+                        "noisy: check termination, --baud and --parity, then flash again")
+            elif nxt <= size:
+                log.warning("unit %d: board expects offset %d, not %d; resuming there",
+                            self.unit, nxt, offset)
+                report.resyncs += 1
+                offset = nxt
+                retries_here = 0
+            else:
+                raise FlashError(f"unit {self.unit} reports offset {nxt} beyond the image "
+                                 f"({size} octets) — abort and flash again")
+            progress(FlashProgress("write", offset, size, report.chunk_retries, self.busy_retries))
+
+
+async def flash(
+    link: Any,
+    device_id: int,
+    image: bytes,
+    progress_cb: Callable[[FlashProgress], None] | None = None,
+    *,
+    max_size: int | None = None,
+    verify_timeout: float = 30.0,
+    **options: Any,
+) -> FlashReport:
+    """Stage ``image`` in board ``device_id``'s update area and commit it (state ``ready``).
+
+    ``max_size`` (the board's staging capacity, when known) refuses a too-large image
+    before anything is sent; otherwise the board refuses it at ``begin``, before any
+    chunk. ``options`` go to :class:`Flasher` (session, chunk_size, busy_timeout,
+    max_chunk_retries, unlock_key, sleep, clock). Returns a :class:`FlashReport`.
+    """
+    image = bytes(image)
+    if not image:
+        raise FlashError("the image is empty; nothing to flash")
+    if max_size is not None and len(image) > max_size:
+        raise ImageTooLarge(f"image is {len(image)} octets but unit {device_id} stages at most "
+                            f"{max_size}; build a smaller image (--mpy) — nothing was sent")
+    fl = Flasher(link, device_id, **options)
+    image_crc = crc16(image)
+    report = FlashReport(device_id, len(image), fl.session, image_crc)
+    cb = progress_cb or (lambda _p: None)
+    t0 = fl.clock()
+
+    def mark(phase: str, done: int) -> None:
+        report.timeline[phase] = fl.clock() - t0
+        cb(FlashProgress(phase, done, len(image), report.chunk_retries, fl.busy_retries))
+
+    mark("unlock", 0)
+    await fl.unlock()
+    mark("begin", 0)
+    await fl.begin(len(image), image_crc)
+    await fl.send(image, report, cb)
+    mark("commit", len(image))
+    await fl.commit(image_crc)
+    deadline = fl.clock() + verify_timeout
+    while True:
+        st = await fl.status()
+        if st.state != "verifying":
+            break
+        if fl.clock() > deadline:
+            raise FlashError(f"unit {device_id} still verifying after {verify_timeout:g} s")
+        await fl.sleep(0.01)
+    report.state = st.state
+    report.busy_retries = fl.busy_retries
+    report.unlocks = fl.unlocks
+    report.elapsed_s = fl.clock() - t0
+    if st.state != "ready":
+        if st.result == "image_crc":
+            raise FlashError(f"unit {device_id} staged an image whose CRC does not match "
+                             f"{image_crc:#06x} — flash again (the image was not applied)")
+        if st.result == "bad_session":
+            raise fl._session_refused()
+        raise FlashError(f"unit {device_id} did not accept the image (state {st.state}, "
+                         f"result {st.result}) — flash again")
+    mark("done", len(image))
+    log.info("unit %d: %d octets staged in %.2f s (%.0f B/s), %d chunk retries, %d busy",
+             device_id, len(image), report.elapsed_s, report.throughput,
+             report.chunk_retries, report.busy_retries)
+    return report
