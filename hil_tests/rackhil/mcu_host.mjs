@@ -50,12 +50,15 @@ class BoardHost {
     this.name = name;
     this.spec = spec;
     this.hangMs = spec.hang_timeout_ms ?? 2000;
+    // loading the wasm VM and importing the firmware is slow under load: a hang there
+    // (a firmware import that never returns) is caught with a larger margin
+    this.bootMs = Math.max(this.hangMs * 5, 10000);
     const size = spec.flash_size ?? 256 * 1024;
     this.flashSab = new SharedArrayBuffer(size);
     const flash = new Uint8Array(this.flashSab);
     flash.fill(0xff);
     if (spec.flash) flash.set(Buffer.from(spec.flash, 'hex').subarray(0, size));
-    this.stateSab = new SharedArrayBuffer(8);
+    this.stateSab = new SharedArrayBuffer(16); // [now_us, heartbeat] as float64
     new Float64Array(this.stateSab)[0] = spec.start_us ?? 0;
     this.seq = 0;
     this.pending = new Map();
@@ -99,15 +102,25 @@ class BoardHost {
     this.worker = w;
   }
 
-  // Send one request to the worker; resolves {hung: true} when the real-time deadline passes.
-  call(msg) {
+  // Send one request to the worker; resolves {hung: true} when the worker makes no
+  // progress (no poll() returned, no answer) for hangMs of real time. A long advance
+  // that keeps polling is not a hang, however slow the machine is.
+  call(msg, limitMs = this.hangMs) {
     const seq = ++this.seq;
+    const state = new Float64Array(this.stateSab);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const p = { resolve, reject, timer: null, beat: state[1] };
+      const check = () => {
+        if (state[1] !== p.beat) {
+          p.beat = state[1];
+          p.timer = setTimeout(check, limitMs);
+          return;
+        }
         this.pending.delete(seq);
         resolve({ hung: true });
-      }, this.hangMs);
-      this.pending.set(seq, { resolve, reject, timer });
+      };
+      p.timer = setTimeout(check, limitMs);
+      this.pending.set(seq, p);
       this.worker.postMessage(Object.assign({ seq }, msg));
     });
   }
@@ -116,7 +129,7 @@ class BoardHost {
     if (this.worker) await this.worker.terminate();
     this.spawn();
     if (this.sensors.size) await this.call({ op: 'set_sensors', values: Array.from(this.sensors.entries()) });
-    const r = await this.call({ op: 'boot', resetCause, reason });
+    const r = await this.call({ op: 'boot', resetCause, reason }, this.bootMs);
     if (r.hung) throw new Error(`board ${this.name} hangs while booting`);
     return r;
   }
@@ -174,7 +187,7 @@ const commands = {
     const b = new BoardHost(req.board, req);
     boards.set(req.board, b);
     b.spawn();
-    const r = await b.call({ op: 'boot', resetCause: req.config?.reset_cause ?? RESET_POWER_ON });
+    const r = await b.call({ op: 'boot', resetCause: req.config?.reset_cause ?? RESET_POWER_ON }, b.bootMs);
     if (r.hung) {
       await b.close();
       boards.delete(req.board);

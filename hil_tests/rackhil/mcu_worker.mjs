@@ -18,7 +18,7 @@ const RESET_WATCHDOG = 3;
 const W = workerData;
 const { loadMicroPython } = await import(W.mpModule);
 const flash = new Uint8Array(W.flashSab);
-const shared = new Float64Array(W.stateSab); // [0] = virtual now (µs)
+const shared = new Float64Array(W.stateSab); // [0] = virtual now (µs), [1] = heartbeat
 
 // ---------------------------------------------------------------- board state
 const st = {
@@ -255,6 +255,7 @@ async function advance(until, rx) {
     }
     if (alive && (gotRx || txEnded || st.wake <= t)) {
       let delay;
+      shared[1]++; // progress marker: the host's hang detector sees polls returning
       try {
         delay = st.poll();
       } catch (err) {

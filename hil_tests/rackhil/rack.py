@@ -57,12 +57,17 @@ log = logging.getLogger(__name__)
 WATCHDOG_S = 2.0  # hardware watchdog timeout of the boards (RP2040 WDT set by main.py)
 
 #: Makes the firmware's main loop "stuck" in the VM: no UART service, no control tick,
-#: so no watchdog feed (``rackfw.board.Board`` feeds it from the tick).
-_HANG_FIRMWARE = (
-    "import main\n"
-    "main.board._tick = lambda *a: None\n"
-    "main.board.link.service = lambda *a: 0\n"
-)
+#: so no watchdog feed (``rackfw.board.Board`` feeds it from the tick).  The stuck tick
+#: still pushes its deadline out, so ``poll()`` keeps returning a sane delay instead of
+#: asking the VM host to spin at 1 µs steps until the watchdog fires.
+_HANG_FIRMWARE = """\
+import main
+from rackfw.timebase import ticks_add
+def _stuck(now_ms, late_ms, b=main.board):
+    b._next_tick = ticks_add(now_ms, 1000)
+main.board._tick = _stuck
+main.board.link.service = lambda *a: 0
+"""
 
 NodeFactory = Callable[[BoardSpec, RackSpec], Any]
 
@@ -148,9 +153,12 @@ class BoardUnit:
         are taken off the bus and reset here ``watchdog_s`` later.
         """
         self.rack._mark(f"{self.name}: firmware hangs")
-        if hasattr(self.node, "exec") and hasattr(self.node, "resets"):
+        if hasattr(self.node, "resets") and (hasattr(self.node, "exec") or hasattr(self.node, "board")):
             self._resets_seen = len(self.node.resets)
-            self.node.exec(_HANG_FIRMWARE)
+            if hasattr(self.node, "exec"):  # VmNode: patch the firmware inside the VM
+                self.node.exec(_HANG_FIRMWARE)
+            else:  # CPythonNode: the same patch on the board object in this interpreter
+                exec(_HANG_FIRMWARE.replace("import main\n", ""), {"main": self.node})
             self.state = "hung"
             return self
         self._frozen = _read_outputs(self.node, self.io.OUTPUT_COUNT)
@@ -275,7 +283,7 @@ class Rack:
             return VmNode.emulated(self._mcu, spec.name, config, seed=rack.seed * 1000 + spec.id)
         from .cpython_node import CPythonNode
 
-        return CPythonNode(spec.name, board=spec.type, unit_id=spec.id, baud=rack.line.baud)
+        return CPythonNode(spec.name, config)
 
     @classmethod
     def default(cls, *, realtime: bool = False, runtime: str | None = None, **kw: Any) -> Rack:

@@ -200,3 +200,14 @@ def test_fault_is_left_only_when_causes_are_gone_and_returns_to_requested_mode()
     assert m.mode == M.FAULT
     assert m.recover(0)
     assert m.mode == M.MANUAL
+
+
+def test_a_pump_far_below_its_commanded_speed_counts_as_not_turning():
+    p = PumpPair()
+    run(p, 5, 1000, rpm=(1700, 3000))  # 100 % asks for 3600 rpm; 1700 is under half
+    assert p.lead == 0
+    run(p, 20, 1000, rpm=(1700, 3000))
+    assert p.fail[0] & PF_NO_TACH and p.lead == 1
+    q = PumpPair()
+    run(q, 40, 1000, rpm=(1900, 3000))  # slow but turning: no failover
+    assert q.lead == 0 and not q.fail[0]

@@ -1,0 +1,1 @@
+"""CDU application: sensor checks, leak handling, lead/lag pumps, PID control, modes."""

@@ -1,0 +1,1 @@
+"""Power-shelf application: PSU sampling, protection, BBU, N+1 redundancy."""
