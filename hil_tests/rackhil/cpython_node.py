@@ -49,7 +49,7 @@ def build_rackfw_board(hal: FakeHal, config: dict[str, Any]) -> Any:
         serial=config.get("serial", "EMU-0001"),
         hw_rev=config.get("hw_rev", 1),
         reset_cause=config.get("reset_cause", RESET_POWER_ON),
-        reset=config["_reset"],
+        reset=hal.soft_reset,
     )
 
 
@@ -68,7 +68,12 @@ class _Lines(io.TextIOBase):
 
 
 class CPythonNode:
-    """One board running ``rackfw`` (or any firmware ``build`` returns) under CPython."""
+    """One board running ``rackfw`` (or any firmware ``build`` returns) under CPython.
+
+    ``build(hal, config)`` constructs the firmware's board object from a
+    :class:`~rackhil.fake_hal.FakeHal` (``hal.soft_reset(cause)`` is the software-reset
+    hook) and the board config; it runs again on every reset.
+    """
 
     def __init__(
         self,
@@ -153,7 +158,8 @@ class CPythonNode:
         self.board = None
         self.crashed = None
         self._wake = self.hal.clock.us
-        cfg = dict(self.config, reset_cause=cause, _reset=self._request_reset)
+        self.hal.soft_reset = self._request_reset
+        cfg = dict(self.config, reset_cause=cause)
         try:
             with contextlib.redirect_stdout(self._stdout):
                 self.board = self.build(self.hal, cfg)
@@ -205,8 +211,9 @@ class CPythonNode:
             deadline = hal.wdt.deadline() if self.board is not None else None
             if deadline is not None and deadline < t:
                 t = deadline
-            if t > clock.us:
-                clock.us = t
+            if t < clock.us:
+                t = clock.us  # bytes stamped in the past: shifted in now, no time travel
+            clock.us = t
             got_rx = False
             while rxq and rxq[0][0] <= t:
                 uart.push_rx(heapq.heappop(rxq)[2])

@@ -197,6 +197,10 @@ class FakeWdt:
         return self.last_feed + self.timeout_ms * 1000
 
 
+def _no_soft_reset(cause: int = 4) -> None:
+    raise RuntimeError("no runner attached to perform a software reset")
+
+
 class FakeHal:
     """One board's worth of fake hardware; flash and sensors survive a reset."""
 
@@ -215,6 +219,8 @@ class FakeHal:
         self.outputs = FakeOutputs(self.clock)
         self.flash = flash if flash is not None else FakeFlash()
         self.wdt = FakeWdt(self.clock, wdt_ms)
+        #: the firmware's software-reset hook (``Board(reset=...)``); the runner sets it
+        self.soft_reset = _no_soft_reset
 
     def reset(self) -> None:
         """What a reset does to the hardware: UART and outputs back to idle, RAM gone."""

@@ -204,18 +204,20 @@ class Master:
         """
         port = self.port
         bus = port.bus
-        rx = port._rx
         t35 = bus.line.t35_us
         deadline = bus.now_us + round(self.timeout * 1_000_000)
-        while not rx:
+        # (re-read port._rx every time: the port replaces the deque to re-sort it
+        # after a collision)
+        while not port._rx:
             if bus.now_us >= deadline:
                 return b""
             self._step(deadline)
-        first_t = rx[0][0]
+        first_t = port._rx[0][0]
         cap = first_t + adus.MAX_FRAME * bus.line.byte_us + t35
         frame = bytearray()
         last_t = first_t
         while True:
+            rx = port._rx
             while rx:
                 t, b = rx[0]
                 if frame and t - last_t >= t35:

@@ -52,10 +52,16 @@ class McuUnavailable(McuError):
     """Node or the MicroPython WebAssembly package is not installed."""
 
 
+def _clean_traceback(tb: str) -> str:
+    """Drop the frames of the worker's own entry wrappers (compiled from ``<stdin>``)."""
+    return "\n".join(ln for ln in tb.split("\n") if not ln.startswith('  File "<stdin>"'))
+
+
 class McuCrash(McuError):
     """A Python exception escaped the firmware; ``traceback`` is MicroPython's text."""
 
     def __init__(self, board: str, traceback: str, steps: Mapping[str, BoardStep] | None = None):
+        traceback = _clean_traceback(traceback)
         super().__init__(f"firmware on board {board!r} crashed:\n{traceback}")
         self.board = board
         self.traceback = traceback
@@ -202,8 +208,11 @@ class McuProcess:
                 self._proc.wait(timeout=5)
                 raise McuError(f"MCU host exited ({self._proc.returncode}): {self._stderr_tail()}")
             resp = json.loads(line)
-            if resp.get("id") in (req_id, None) or not resp.get("ok"):
+            if resp.get("id") == req_id:
                 break
+            if resp.get("id") in (0, None) and not resp.get("ok"):
+                break  # the host itself failed (e.g. at start-up)
+            # otherwise: the answer to a request whose caller was interrupted; skip it
         if not resp.get("ok"):
             raise McuError(str(resp.get("error")))
         return resp.get("result")
@@ -559,7 +568,12 @@ class VmNode:
     # -- inspection (the VM's clock is synced first, so code sees the node's time)
     def exec(self, code: str) -> str:
         self.sync()
-        return self.mcu.exec(self.name, code)
+        try:
+            return self.mcu.exec(self.name, code)
+        except McuHang as exc:
+            if exc.step is not None:
+                self._absorb(exc.step)
+            raise
 
     def eval(self, expr: str) -> Any:
         self.sync()

@@ -58,7 +58,8 @@ class BoardHost {
     const flash = new Uint8Array(this.flashSab);
     flash.fill(0xff);
     if (spec.flash) flash.set(Buffer.from(spec.flash, 'hex').subarray(0, size));
-    this.stateSab = new SharedArrayBuffer(16); // [now_us, heartbeat] as float64
+    // float64 [now_us, heartbeat, booting_since_ms (wall clock, 0 = not booting)]
+    this.stateSab = new SharedArrayBuffer(24);
     new Float64Array(this.stateSab)[0] = spec.start_us ?? 0;
     this.seq = 0;
     this.pending = new Map();
@@ -111,7 +112,8 @@ class BoardHost {
     return new Promise((resolve, reject) => {
       const p = { resolve, reject, timer: null, beat: state[1] };
       const check = () => {
-        if (state[1] !== p.beat) {
+        const booting = state[2] > 0 && Date.now() - state[2] < this.bootMs;
+        if (state[1] !== p.beat || booting) {
           p.beat = state[1];
           p.timer = setTimeout(check, limitMs);
           return;

@@ -18,7 +18,8 @@ const RESET_WATCHDOG = 3;
 const W = workerData;
 const { loadMicroPython } = await import(W.mpModule);
 const flash = new Uint8Array(W.flashSab);
-const shared = new Float64Array(W.stateSab); // [0] = virtual now (µs), [1] = heartbeat
+// [0] = virtual now (µs), [1] = heartbeat, [2] = wall-clock ms a boot started (0: none)
+const shared = new Float64Array(W.stateSab);
 
 // ---------------------------------------------------------------- board state
 const st = {
@@ -133,6 +134,33 @@ function tracebackOf(err) {
   return String((err && err.stack) || err);
 }
 
+// An exception raised while the heap is locked (micropython.heap_lock() in a
+// no-allocation test) cannot be turned into a traceback and leaves the VM spinning.
+// Every entry from JS therefore goes through this guard, which unlocks the heap
+// fully before the exception propagates. (heap_unlock at depth 0 wraps to 32767 in
+// this build, so lock once more and unlock down to exactly 0.)
+const GUARD = `
+import micropython as _mcu_mp
+def _mcu_unlock():
+    _mcu_mp.heap_lock()
+    while _mcu_mp.heap_unlock():
+        pass
+def _mcu_guard(f):
+    def guarded():
+        try:
+            return f()
+        except BaseException:
+            _mcu_unlock()
+            raise
+    return guarded
+def _mcu_exec(src):
+    try:
+        exec(src, globals())
+    except BaseException:
+        _mcu_unlock()
+        raise
+`;
+
 // (Re)boot the VM: RAM is lost, flash (shared) and sensors survive.
 async function boot(resetCause) {
   if (st.mp) st.mp = null; // drop the old VM; a fresh loader call replaces globalThis.Module
@@ -150,6 +178,7 @@ async function boot(resetCause) {
   // character time at 8E1 (11 bits), whole µs like rackhil.wire.LineSettings.byte_us
   st.byteUs = config.byte_us || Math.max(1, Math.round(11e6 / (config.baud || 115200)));
   const stdout = (line) => st.printed.push(line);
+  shared[2] = Date.now(); // the host allows a boot more time than a poll
   const mp = await loadMicroPython({ stdout, stderr: stdout, linebuffer: true });
   st.mp = mp;
   mp.registerJsModule('jshal', makeHal(config));
@@ -165,18 +194,23 @@ async function boot(resetCause) {
       // random may be absent from a build; the seed is best effort
     }
   }
+  mp.runPython(GUARD);
   try {
     if (W.main) {
       const mod = mp.pyimport(W.main);
       const board = mod.board;
       if (board !== undefined && board !== null) {
         st.board = board;
-        st.poll = board.poll;
+        mp.globals.set('_mcu_board', board);
+        mp.runPython('_mcu_poll = _mcu_guard(_mcu_board.poll)');
+        st.poll = mp.globals.get('_mcu_poll');
       }
     }
   } catch (err) {
     st.crashed = tracebackOf(err);
   }
+  shared[2] = 0;
+  shared[1]++;
 }
 
 // Earliest virtual time at which this board can do anything observable. Until
@@ -234,7 +268,10 @@ async function advance(until, rx) {
     const wdtDeadline = st.wdtMs > 0 && st.board ? st.lastFeed + st.wdtMs * 1000 : Infinity;
     if (wdtDeadline < t) t = wdtDeadline;
     if (t > until) t = until;
-    if (t > now()) setNow(t);
+    // bytes may arrive stamped in the past (the bus hands them over at a step
+    // boundary): they are shifted in now; the clock never runs backwards
+    if (t < now()) t = now();
+    else setNow(t);
     // deliver every byte that has arrived by now (a halted MCU still shifts them in)
     let gotRx = false;
     while (st.rxqHead < st.rxq.length && st.rxq[st.rxqHead][0] <= t) {
@@ -287,7 +324,8 @@ function runCode(code) {
   const mark = st.printed.length;
   let error = null;
   try {
-    st.mp.runPython(code);
+    st.mp.globals.set('_mcu_src', code);
+    st.mp.runPython('_mcu_exec(_mcu_src)');
   } catch (err) {
     error = tracebackOf(err);
   }

@@ -31,6 +31,7 @@ plants did around it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -198,9 +199,9 @@ class BoardUnit:
 
     def _reboot(self, cause: int) -> None:
         self.resets += 1
-        try:
+        if "reset_cause" in inspect.signature(self.node.power_cycle).parameters:
             self.node.power_cycle(reset_cause=cause)
-        except TypeError:  # a node without reset causes
+        else:  # VmNode: its own watchdog reports watchdog resets; a power cycle is power-on
             self.node.power_cycle()
         self.rack._push_sensors(self)
 
@@ -267,9 +268,23 @@ class Rack:
             retries=master_retries,
         )
         self.line = LineFaults(self)
+        self._probe_key_signals()
         self._step_us = round(self.spec.plant_step_s * 1_000_000)
         self._next_plant_us = self._step_us
         self.bus.add_step_hook(self._on_step)
+
+    def _probe_key_signals(self) -> None:
+        """Every rack traces its plants' key signals, ``<quantity>.<board>.plant``: the DC
+        bus of each shelf, supply temperature and flow of each CDU.  A scenario that
+        records the registers as ``<quantity>.<board>`` gets them in the same panel, the
+        firmware's view over the physical truth."""
+        for unit in self.units.values():
+            plant, name = unit.plant, unit.name
+            if isinstance(plant, PowerShelf):
+                self.trace.probe(f"bus_v.{name}.plant", lambda p=plant: p.bus_v, unit="V")
+            elif isinstance(plant, Cdu):
+                self.trace.probe(f"t_supply.{name}.plant", lambda p=plant: p.t_supply_c, unit="°C")
+                self.trace.probe(f"flow.{name}.plant", lambda p=plant: p.flow_lpm, unit="L/min")
 
     def _make_node(self, spec: BoardSpec, rack: RackSpec) -> Any:
         """A node running the real firmware for ``spec`` on its runtime (vm / cpython)."""

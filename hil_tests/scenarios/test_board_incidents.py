@@ -8,12 +8,12 @@ cause register and the event log.
 from __future__ import annotations
 
 import pytest
-from rackproto import pdu as pdus
-from rackproto.adu import build
-from rackproto.errors import DeviceTimeout
 
 from rackfw import events as ev
 from rackhil.rack import Rack
+from rackproto import pdu as pdus
+from rackproto.adu import build
+from rackproto.errors import DeviceTimeout
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,7 @@ CDU = 3
 def _cdu(make_rack) -> Rack:
     rack = make_rack(boards=(CDU,))
     cdu = rack.cdu(CDU).plant
-    rack.trace.probe("flow.plant", lambda: cdu.flow_lpm, unit="L/min")
     rack.trace.probe("pump_rpm.p1", lambda: cdu.pumps[0].rpm, unit="rpm")
-    rack.trace.probe("t.supply", lambda: cdu.t_supply_c, unit="°C")
     rack.run(5.0)
     return rack
 

@@ -7,10 +7,10 @@ A capture of the wire is the ground truth for what was corrupted.
 from __future__ import annotations
 
 import pytest
-from rackproto.errors import RackError
 
 from rackhil.capture import Capture
 from rackhil.rack import Rack
+from rackproto.errors import RackError
 
 pytestmark = pytest.mark.slow
 

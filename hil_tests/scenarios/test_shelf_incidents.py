@@ -15,13 +15,13 @@ from rackhil.rack import Rack
 pytestmark = pytest.mark.slow
 
 SHELF = 1
+BUS_V = "bus_v.shelf-1.plant"  # traced by every rack
 WARMUP_S = 3.0
 
 
 def _shelf_rack(make_rack, **plant) -> Rack:
     rack = make_rack(boards=(SHELF,), plant={SHELF: plant} if plant else None)
     shelf = rack.shelf(SHELF)
-    rack.trace.probe("bus_v.plant", lambda: shelf.bus_v, unit="V")
     for slot in range(6):
         rack.trace.probe(f"psu_i.slot{slot + 1}", lambda s=slot: shelf.psu(s).i_out, unit="A")
     rack.run(WARMUP_S)
@@ -48,7 +48,7 @@ def test_psu_overvoltage_trips_and_clears(make_rack) -> None:
     assert "any_fault" in seen.last["shelf_status"]
     # the other five carry the load: the bus stays in regulation the whole time
     assert all(49.5 <= v <= 57.0 for v in seen.values("dc_v"))
-    assert all(49.5 <= v <= 57.0 for v in rack.trace["bus_v.plant"].between(WARMUP_S))
+    assert all(49.5 <= v <= 57.0 for v in rack.trace[BUS_V].between(WARMUP_S))
     ov_events = [e for e in m.events(SHELF, last=8) if e.kind == "fault_raised" and e.code >> 8 == 3]
     assert ov_events and ov_events[-1].value > 5700, ov_events  # logged with the measured voltage
 
@@ -80,7 +80,7 @@ def test_ac_loss_rides_on_battery_and_recovers(make_rack) -> None:
     rack.feed(SHELF, "B").lose()
     outage = watch(rack, SHELF, names, 30.0, 0.5, plot=("dc_v", "bbu_i"))
     assert not shelf.collapsed
-    assert min(rack.trace["bus_v.plant"].between(WARMUP_S)) > 46.0
+    assert min(rack.trace[BUS_V].between(WARMUP_S)) > 46.0
     on_batt = outage.first(lambda r: r["bbu_mode"] == "discharging")
     assert on_batt is not None and on_batt[0] - WARMUP_S <= 1.0
     assert "on_battery" in outage.last["shelf_status"]
@@ -158,7 +158,7 @@ def test_fan_failure_derates_then_recovers(make_rack) -> None:
     tripped = hot.first(lambda r: "ot" in r["psu4_status"])
     if tripped is not None:  # no fan at all: derating only buys time, then OT protects
         assert tripped[0] - warned[0] >= 20.0
-    assert all(49.5 <= v <= 57.0 for v in rack.trace["bus_v.plant"].between(WARMUP_S))
+    assert all(49.5 <= v <= 57.0 for v in rack.trace[BUS_V].between(WARMUP_S))
     assert not shelf.collapsed
 
     rack.psu(SHELF, 4).repair()  # new fan

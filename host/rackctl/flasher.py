@@ -36,7 +36,7 @@ from typing import Any
 
 from rackproto import regmap
 from rackproto.crc import crc16
-from rackproto.errors import DeviceTimeout, ModbusException, RackError
+from rackproto.errors import DeviceTimeout, FrameError, ModbusException, RackError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class FlashReport:
     chunk_retries: int = 0  # chunks refused (CRC) or not taken and sent again
     busy_retries: int = 0  # writes answered 06 and repeated
     resyncs: int = 0  # jumps to the board's update_next_offset after a lost reply
-    lost_replies: int = 0
+    lost_replies: int = 0  # exchanges lost on the wire (no or corrupt reply) and recovered
     unlocks: int = 0
     elapsed_s: float = 0.0
     state: str = "idle"
@@ -162,6 +162,7 @@ class Flasher:
         chunk_size: int = CHUNK_MAX,
         busy_timeout: float = 10.0,
         max_chunk_retries: int = 8,
+        lost_retries: int = 3,
         unlock_key: int = UNLOCK_KEY,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -178,21 +179,36 @@ class Flasher:
         self.sleep = sleep
         self.clock = clock
         self.a = _addresses()
+        self.lost_retries = lost_retries
         self.busy_retries = 0
+        self.lost = 0  # exchanges lost on the wire and repeated
         self.unlocks = 0
         self._unlocked_at: float | None = None
 
     # ---- low-level ------------------------------------------------------------------
     async def status(self) -> UpdateStatus:
-        st, res, hi, lo = await self.link.read(self.unit, "input", self.a.status, 4)
+        """``update_status`` (a read; repeated like a write when lost on the wire)."""
+        for lost in range(self.lost_retries + 1):
+            try:
+                st, res, hi, lo = await self.link.read(self.unit, "input", self.a.status, 4)
+                break
+            except (DeviceTimeout, FrameError):
+                self.lost += 1
+                if lost == self.lost_retries:
+                    raise
         state = STATES[st] if st < len(STATES) else f"state{st}"
         result = RESULTS[res] if res < len(RESULTS) else f"result{res}"
         return UpdateStatus(state, result, (hi << 16) | lo)
 
-    async def _write(self, address: int, values: list[int]) -> None:
-        """A write that waits out exception 06 (busy) with a growing backoff."""
+    async def _write(self, address: int, values: list[int], *, repeat_lost: bool = True) -> None:
+        """A write that waits out exception 06 (busy) with a growing backoff and, when
+        ``repeat_lost``, repeats an exchange lost on the wire (timeout, corrupt reply) up
+        to ``lost_retries`` times: every flasher write is idempotent or checked through
+        ``update_status`` afterwards, and a flash is thousands of exchanges long, so
+        one lost frame must not end it whatever the link's own ``--retries`` are."""
         start = self.clock()
         delay = 0.002
+        lost = 0
         while True:
             try:
                 await self.link.write_registers(self.unit, address, values)
@@ -200,6 +216,13 @@ class Flasher:
             except ModbusException as exc:
                 if exc.code != BUSY:
                     raise
+            except (DeviceTimeout, FrameError):
+                self.lost += 1
+                lost += 1
+                if not repeat_lost or lost > self.lost_retries:
+                    raise
+                log.info("unit %d: write to %d lost; repeating it", self.unit, address)
+                continue
             self.busy_retries += 1
             if self.clock() - start > self.busy_timeout:
                 raise BoardBusy(
@@ -209,10 +232,32 @@ class Flasher:
             delay = min(delay * 1.5, 0.05)
 
     async def unlock(self) -> None:
-        await self._write(self.a.unlock_key, [self.unlock_key])
-        await self._write(self.a.unlock_key, [self.unlock_key ^ 0xFFFF])
-        self._unlocked_at = self.clock()
-        self.unlocks += 1
+        """The two-step key. Repeating only the complement after a lost reply would be
+        refused (03: the board is already unlocked, so it reads as a bad key), so any
+        loss or 03 restarts the pair; 03 three times means the key is wrong."""
+        a = self.a
+        last: Exception | None = None
+        for _attempt in range(self.lost_retries):
+            try:
+                await self._write(a.unlock_key, [self.unlock_key], repeat_lost=False)
+                await self._write(a.unlock_key, [self.unlock_key ^ 0xFFFF], repeat_lost=False)
+            except ModbusException as exc:
+                if exc.code != 3:
+                    raise
+                last = exc
+                continue
+            except (DeviceTimeout, FrameError) as exc:
+                last = exc
+                continue
+            self._unlocked_at = self.clock()
+            self.unlocks += 1
+            return
+        if isinstance(last, ModbusException):
+            raise FlashError(
+                f"unit {self.unit} refused the unlock key {self.unlock_key:#06x} (exception 03) "
+                "— pass the board's key with --unlock-key") from last
+        assert last is not None
+        raise last
 
     async def command(self, cmd: int) -> None:
         """Write ``update_command``; unlock first when the grant is (nearly) over or the
@@ -243,7 +288,13 @@ class Flasher:
         # session, offset (2), length, chunk crc, image size (2), image crc: one request
         await self._write(a.session, [self.session, 0, 0, 0, 0, size >> 16, size & 0xFFFF,
                                       image_crc])
-        await self.command(CMD_BEGIN)
+        try:
+            await self.command(CMD_BEGIN)
+        except DeviceTimeout:
+            # the reply (or the request) was lost; beginning again is harmless: it only
+            # restarts the erase (answered 06 until the first one is done)
+            log.info("unit %d: begin unanswered; sending it again", self.unit)
+            await self.command(CMD_BEGIN)
         st = await self.status()
         if st.result == "too_large":
             raise ImageTooLarge(
@@ -255,14 +306,16 @@ class Flasher:
         return st
 
     async def write_chunk(self, offset: int, data: bytes) -> bool:
-        """Send one chunk and trigger it; False when the command's reply was lost."""
+        """Send one chunk and trigger it; False when a reply was lost or corrupt (the
+        link's own retries used up): the status read that follows tells what happened."""
         a = self.a
-        await self._write(a.session, [self.session, offset >> 16, offset & 0xFFFF, len(data),
-                                      crc16(data)])
-        await self._write(a.chunk, chunk_words(data))
         try:
+            await self._write(a.session, [self.session, offset >> 16, offset & 0xFFFF,
+                                          len(data), crc16(data)])
+            await self._write(a.chunk, chunk_words(data))
             await self.command(CMD_WRITE_CHUNK)
-        except DeviceTimeout:
+        except (DeviceTimeout, FrameError) as exc:
+            log.info("unit %d: chunk at %d unconfirmed (%s)", self.unit, offset, exc)
             return False
         return True
 
@@ -277,7 +330,7 @@ class Flasher:
         return await self.status()
 
     # ---- the sequence ---------------------------------------------------------------
-    async def _settle(self, offset: int, n: int, command_sent: bool) -> UpdateStatus:
+    async def _settle(self, offset: int, command_sent: bool) -> UpdateStatus:
         """Status after a chunk; waits (briefly) while the board is still programming."""
         for _ in range(50):
             st = await self.status()
@@ -305,17 +358,15 @@ class Flasher:
         while offset < size:
             n = min(self.chunk_size, size - offset)
             sent = await self.write_chunk(offset, image[offset : offset + n])
-            if not sent:
-                report.lost_replies += 1
-            st = await self._settle(offset, n, sent)
+            st = await self._settle(offset, sent)
             nxt = st.next_offset
+            if st.result == "bad_session":  # whatever the offset says: it is not ours
+                raise self._session_refused()
             if nxt == offset + n:
                 offset = nxt
                 report.chunks += 1
                 retries_here = 0
             elif nxt == offset:
-                if st.result == "bad_session":
-                    raise self._session_refused()
                 report.chunk_retries += 1
                 retries_here += 1
                 log.info("unit %d: chunk at %d not taken (%s); sending it again",
@@ -325,16 +376,29 @@ class Flasher:
                         f"unit {self.unit} refused the chunk at offset {offset} "
                         f"{retries_here} times (last result {st.result}) — the line is too "
                         "noisy: check termination, --baud and --parity, then flash again")
-            elif nxt <= size:
+            elif nxt <= size and report.resyncs < 4 * self.max_chunk_retries:
                 log.warning("unit %d: board expects offset %d, not %d; resuming there",
                             self.unit, nxt, offset)
                 report.resyncs += 1
                 offset = nxt
                 retries_here = 0
             else:
-                raise FlashError(f"unit {self.unit} reports offset {nxt} beyond the image "
-                                 f"({size} octets) — abort and flash again")
+                raise FlashError(f"unit {self.unit} reports offset {nxt} (image {size} octets, "
+                                 f"{report.resyncs} jumps so far) — abort and flash again")
             progress(FlashProgress("write", offset, size, report.chunk_retries, self.busy_retries))
+
+
+async def _verified(fl: Flasher, device_id: int, timeout: float) -> UpdateStatus:
+    """Poll while the board re-reads its staging flash to check the image CRC."""
+    deadline = fl.clock() + timeout
+    while True:
+        st = await fl.status()
+        if st.state != "verifying":
+            return st
+        if fl.clock() > deadline:
+            raise FlashError(f"unit {device_id} still verifying after {timeout:g} s — "
+                             "power-cycle it and flash again")
+        await fl.sleep(0.01)
 
 
 async def flash(
@@ -352,7 +416,7 @@ async def flash(
     ``max_size`` (the board's staging capacity, when known) refuses a too-large image
     before anything is sent; otherwise the board refuses it at ``begin``, before any
     chunk. ``options`` go to :class:`Flasher` (session, chunk_size, busy_timeout,
-    max_chunk_retries, unlock_key, sleep, clock). Returns a :class:`FlashReport`.
+    max_chunk_retries, lost_retries, unlock_key, sleep, clock). Returns a :class:`FlashReport`.
     """
     image = bytes(image)
     if not image:
@@ -376,17 +440,18 @@ async def flash(
     await fl.begin(len(image), image_crc)
     await fl.send(image, report, cb)
     mark("commit", len(image))
-    await fl.commit(image_crc)
-    deadline = fl.clock() + verify_timeout
-    while True:
-        st = await fl.status()
-        if st.state != "verifying":
+    for _attempt in range(3):
+        try:
+            await fl.commit(image_crc)
+        except DeviceTimeout:
+            pass  # counted in fl.lost; the status tells whether it arrived
+        st = await _verified(fl, device_id, verify_timeout)
+        if st.state != "receiving":
             break
-        if fl.clock() > deadline:
-            raise FlashError(f"unit {device_id} still verifying after {verify_timeout:g} s")
-        await fl.sleep(0.01)
+        log.info("unit %d: commit did not arrive; sending it again", device_id)  # still receiving
     report.state = st.state
     report.busy_retries = fl.busy_retries
+    report.lost_replies += fl.lost
     report.unlocks = fl.unlocks
     report.elapsed_s = fl.clock() - t0
     if st.state != "ready":

@@ -11,7 +11,7 @@ Layout (all integers little-endian)::
     header (HEADER_SIZE = 56 bytes)
       0  4s   magic  b"RFWI"
       4  u16  format version (FORMAT_VERSION)
-      6  u16  header size (56; a newer minor format may grow it, readers skip the rest)
+      6  u16  header size (56 in format 1)
       8  u16  board type (the common map's ``board_type`` enum: 1 power_shelf, 2 cdu)
      10  u8   firmware major
      11  u8   firmware minor
@@ -20,7 +20,7 @@ Layout (all integers little-endian)::
      16  u32  payload size (octets after the header)
      20  32s  SHA-256 of the payload
      52  u16  CRC-16/MODBUS of bytes 0..51 (catches a damaged header before the hash)
-     54  u16  0 (padding to a 4-byte boundary)
+     54  u16  0 (padding to a 4-byte boundary; must be 0)
     payload: file count records, each
       u16 path length, path (UTF-8, relative, '/'-separated), u32 data length, data
 
@@ -183,7 +183,7 @@ def parse_header(image: bytes) -> tuple[int, int, int, int, int, int, int, bytes
     file count, payload size, sha256). Raises :class:`ImageError` naming the problem."""
     if len(image) < HEADER_SIZE:
         raise ImageError(f"image is {len(image)} octets, shorter than its {HEADER_SIZE}-octet header")
-    magic, fmt, hsize, code, major, minor, count, _flags, psize, digest, hcrc, _pad = (
+    magic, fmt, hsize, code, major, minor, count, _flags, psize, digest, hcrc, pad = (
         _HEADER.unpack_from(image, 0))
     if magic != MAGIC:
         raise ImageError(f"not a rackctl firmware image (magic {magic!r}, expected {MAGIC!r})")
@@ -192,8 +192,10 @@ def parse_header(image: bytes) -> tuple[int, int, int, int, int, int, int, bytes
     if fmt != FORMAT_VERSION:
         raise ImageError(f"image format version {fmt} is not supported (this rackctl reads "
                          f"{FORMAT_VERSION}); use a matching rackctl or rebuild the image")
-    if hsize < HEADER_SIZE:
-        raise ImageError(f"header size {hsize} is smaller than the {HEADER_SIZE}-octet minimum")
+    if hsize != HEADER_SIZE:  # format 1 has exactly this header; octets past it are unchecked
+        raise ImageError(f"header size {hsize} is not {HEADER_SIZE} (format {FORMAT_VERSION})")
+    if pad != 0:
+        raise ImageError("image header padding (octets 54..55) is not zero")
     return fmt, hsize, code, major, minor, count, psize, digest
 
 
@@ -237,3 +239,22 @@ def parse(image: bytes | bytearray | memoryview) -> FirmwareImage:
     if pos != psize:
         raise ImageError(f"{psize - pos} octets after the last file record")
     return FirmwareImage(board, (major, minor), tuple(files), digest, len(image), fmt)
+
+
+STAGING_BASE = 0x6000  # rackfw.board.UPDATE_BASE: where the update mailbox stages an image
+
+
+def read_staged(flash: bytes | bytearray | memoryview,
+                base: int = STAGING_BASE) -> FirmwareImage | None:
+    """The image staged in a board's flash (a dump of the flash HAL), or None.
+
+    For whoever applies an update (a boot loader, the software rack's power-cycle):
+    None when the staging area holds no image (erased, or never written); an
+    :class:`ImageError` when one was started but is incomplete or damaged, which the
+    SHA-256 catches, so only a fully received image is ever installed.
+    """
+    head = bytes(flash[base : base + HEADER_SIZE])
+    if head[:4] != MAGIC:
+        return None
+    _fmt, hsize, _code, _maj, _min, _count, psize, _digest = parse_header(head)
+    return parse(bytes(flash[base : base + hsize + psize]))

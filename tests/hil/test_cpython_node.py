@@ -101,8 +101,8 @@ def test_shim_is_importable_and_counts_heap_lock_nesting():
     import micropython
 
     assert micropython.const(7) == 7
-    assert micropython.heap_lock() == 0
-    assert micropython.heap_lock() == 1
+    micropython.heap_lock()
+    micropython.heap_lock()
     assert micropython.heap_unlock() == 1
     assert micropython.heap_unlock() == 0
 
@@ -270,3 +270,60 @@ def test_rackfw_board_answers_the_same_in_cpython_and_vm(kind):
     assert [d for _, d in vm] == [d for _, d in cp]
     assert [t for t, _ in vm] == [t for t, _ in cp]
     assert len(vm) == 2 and all(check(d) for _, d in vm)
+
+
+def test_software_reset_through_the_hal():
+    n = echo_node()
+    transact(n, b"\x07", 1000, 10_000)
+    assert [(c, r) for _, c, r in n.resets] == [(4, "software")]
+    assert n.printed[-1] == "echo up, reset_cause 4"
+
+
+def test_crashed_board_is_reset_by_the_watchdog():
+    n = echo_node()
+    n.deliver(b"\x05", 1000, BYTE_US)
+    with pytest.raises(McuCrash):
+        n.advance(10_000)
+    n.advance(2_500_000)
+    assert [(c, r) for _, c, r in n.resets] == [(RESET_WATCHDOG, "watchdog")]
+    assert transact(n, b"\x10\x20", 2_600_000, 2_700_000)[0][1] == b"\x20\x10"
+
+
+def test_firmware_that_fails_to_build_raises_crash():
+    def bad(hal: FakeHal, cfg: dict[str, Any]) -> Any:
+        raise ImportError("no module named 'nosuchmodule'")
+
+    with pytest.raises(McuCrash, match="nosuchmodule"):
+        CPythonNode("bad", build=bad)
+
+
+def test_sensor_values_reach_the_firmware():
+    n = echo_node()
+    n.set_sensors({4: -300})
+    tx = transact(n, b"\x08\x04", 1000, 10_000)
+    assert tx[0][1] == (-300 & 0xFFFF).to_bytes(2, "big")
+    assert n.get_outputs() == {}
+
+
+def late_bytes(node: Any) -> list[tuple[int, bytes]]:
+    node.advance(50_000)
+    node.deliver(b"\x10\x20", 40_000, BYTE_US)  # stamped before the node's clock
+    return node.advance(60_000)
+
+
+def test_bytes_stamped_in_the_past_do_not_turn_the_clock_back():
+    n = echo_node()
+    tx = late_bytes(n)
+    # shifted in at 50 ms (when handed over); reply after the frame gap from then
+    assert tx == [(50_000 + GAP_US, b"\x20\x10")]
+    assert all(t2 >= t1 for (t1, _), (t2, _) in zip(n.de_log, n.de_log[1:], strict=False))
+
+
+@needs_vm
+@pytest.mark.vm
+def test_bytes_stamped_in_the_past_same_in_vm():
+    from rackhil.mcu import McuProcess, VmNode
+
+    with McuProcess() as m:
+        vm = late_bytes(VmNode(m, "late", echo_files(), main="echo_main"))
+    assert vm == late_bytes(echo_node())

@@ -94,7 +94,7 @@ def test_bytes_split_across_advances_form_one_frame(node):
 
 @needs_vm
 def test_every_byte_value_crosses_the_bridge(node):
-    data = bytes(range(7, 256))[:200]  # cmd byte 7 = plain echo
+    data = b"\xff" + bytes(range(255))  # all 256 values; cmd byte 0xff = plain echo
     tx = transact(node, data, 0, 60_000)
     assert tx[0][1] == data[::-1]
 
@@ -295,3 +295,90 @@ def test_missing_node_modules_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("RACKHIL_NODE_MODULES", str(tmp_path))
     with pytest.raises(McuUnavailable, match="make setup"):
         McuProcess()
+
+
+@needs_vm
+@pytest.mark.slow
+def test_long_advance_that_keeps_polling_is_not_a_hang():
+    # the hang detector watches progress (polls returning), not the length of a request
+    with McuProcess(hang_timeout_s=0.2) as m:
+        n = VmNode(m, "busy", echo_files(), main="echo_main", config={"wdt_ms": 0})
+        n.exec(
+            "import echo_main\n"
+            "b = echo_main.board\n"
+            "class SlowClock:\n"
+            "    def __init__(self, c):\n"
+            "        self.c = c\n"
+            "        self.calls = 0\n"
+            "    def ticks_us(self):\n"
+            "        self.calls += 1\n"
+            "        for i in range(5000):\n"
+            "            pass\n"
+            "        return self.c.ticks_us()\n"
+            "b.clock = SlowClock(b.clock)\n"
+        )
+        n.advance(2_000_000)  # 201 slow polls (t = 0, 10 ms, ... 2 s): far over 0.2 s
+        assert n.eval("b.clock.calls") == 201
+        assert n.resets == []
+        assert n.now_us == 2_000_000
+
+
+@needs_vm
+def test_software_reset_through_the_hal(node):
+    transact(node, b"\x07", 1000, 10_000)
+    assert [(c, r) for _, c, r in node.resets] == [(4, "software")]
+    assert node.printed[-1] == "echo up, reset_cause 4"
+
+
+@needs_vm
+def test_idle_advances_skip_the_round_trip_and_sensors_ride_along(node):
+    node.advance(5_000)
+    next_us = node.next_us
+    assert next_us is not None and next_us > 5_000
+    before = node.skipped
+    node.set_sensor(4, -300)
+    node.advance(next_us - 1)  # nothing due: no round-trip
+    assert node.skipped == before + 1 and node.now_us == next_us - 1
+    tx = transact(node, b"\x08\x04", next_us, next_us + 10_000)
+    assert tx[0][1] == (-300 & 0xFFFF).to_bytes(2, "big")
+
+
+@needs_vm
+def test_crashed_board_is_reset_by_the_watchdog(node):
+    node.deliver(b"\x05", 1000, BYTE_US)
+    with pytest.raises(McuCrash):
+        node.advance(10_000)
+    node.advance(2_500_000)
+    assert [(c, r) for _, c, r in node.resets] == [(RESET_WATCHDOG, "watchdog")]
+    assert transact(node, b"\x10\x20", 2_600_000, 2_700_000)[0][1] == b"\x20\x10"
+
+
+@needs_vm
+def test_firmware_that_fails_to_import_raises_crash_on_load(mcu):
+    with pytest.raises(McuCrash) as exc:
+        VmNode(mcu, "bad", {"/lib/bad_main.py": "import nosuchmodule\n"}, main="bad_main")
+    assert "ImportError" in exc.value.traceback and "nosuchmodule" in exc.value.traceback
+    mcu.unload("bad")
+
+
+@needs_vm
+def test_allocation_under_heap_lock_is_a_crash_not_a_hang(node):
+    with pytest.raises(McuCrash, match="MemoryError"):
+        node.exec("import micropython\nmicropython.heap_lock()\nx = [1, 2]\n")
+    assert node.resets == []
+    assert node.exec("x = [3]\nprint(len(x))") == "1\n"  # heap unlocked again
+
+
+@needs_vm
+def test_poll_allocating_under_heap_lock_surfaces_as_crash(node):
+    node.exec(
+        "import micropython, echo_main\n"
+        "def bad_clock():\n"
+        "    micropython.heap_lock()\n"
+        "    return [1.5]\n"
+        "echo_main.board.clock.ticks_us = bad_clock\n"
+    )
+    with pytest.raises(McuCrash, match="MemoryError") as exc:
+        node.advance(100_000)
+    assert "_mcu" not in exc.value.traceback and "<stdin>" not in exc.value.traceback
+    assert node.exec("print(len([1, 2, 3]))") == "3\n"

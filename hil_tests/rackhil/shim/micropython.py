@@ -21,15 +21,13 @@ def const(x):
 
 
 def heap_lock():
-    """Returns the previous lock depth, like MicroPython."""
+    """Returns None, like the MicroPython 1.27 WebAssembly build."""
     global _lock_depth
-    prev = _lock_depth
     _lock_depth += 1
-    return prev
 
 
 def heap_unlock():
-    """Returns the new lock depth, like MicroPython."""
+    """Returns the new lock depth, like MicroPython (which wraps below 0; this does not)."""
     global _lock_depth
     if _lock_depth:
         _lock_depth -= 1

@@ -67,7 +67,7 @@ def load_image(source: Path | None, build_from: Path | None, board: str | None,
         else:
             assert source is not None
             path = source / f"{board}.rfw" if source.is_dir() else source
-            if source.is_dir() and not path.exists():
+            if source.is_dir() and (board is None or not path.exists()):
                 found = ", ".join(p.name for p in sorted(source.glob("*.rfw"))) or "none"
                 raise CliError(f"{source}: no {board}.rfw for this board (found: {found})",
                                EXIT_CONFIG)
@@ -112,11 +112,14 @@ async def do_flash(bus: BusOptions, unit: int, source: Path | None, build_from: 
                    mpy: bool, yes: bool, unlock_key: int, console: Console) -> Any:
     from rackctl import flasher
 
+    loaded = None
+    if source is not None and source.is_file():  # a bad file is refused before the port opens
+        loaded = load_image(source, None, None)
     async with open_link(bus) as link:
         ident, _map = await identify(link, unit)
         board = ident.get("board_type")
         board_name = board if isinstance(board, str) else None
-        data, info = load_image(source, build_from, board_name, mpy)
+        data, info = loaded or load_image(source, build_from, board_name, mpy)
         if board_name != info.board_type:
             raise CliError(f"image is for a {info.board_type} board but unit {unit} is "
                            f"{board_name or f'board type {board}'} — nothing was written")
@@ -124,7 +127,7 @@ async def do_flash(bus: BusOptions, unit: int, source: Path | None, build_from: 
                    f"firmware {fw_text(ident.get('fw_version'))}) <- {info.board_type} "
                    f"{info.version_text} image, {len(info.files)} files, {info.size} octets, "
                    f"sha256 {info.sha256.hex()[:12]}")
-        console.print(summary)
+        console.print(summary, markup=False)
         if not yes and not click.confirm("Flash it?", default=False, err=True):
             raise CliError("not flashed", EXIT_ABORTED)
 
