@@ -10,7 +10,7 @@ PROMTOOL := $(CURDIR)/.venv/prometheus/usr/bin/promtool
 export PROMTOOL
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench lint gen gen-check fw clean
+.PHONY: setup run test test-fast bench lint gen gen-check fw images clean
 
 setup: $(STAMP) $(NODE_STAMP) $(PROMTOOL)
 
@@ -59,6 +59,11 @@ gen-check: setup
 
 fw: setup
 	@$(PY) -m tools.fw_build
+
+images: setup
+	@mkdir -p build
+	@$(PY) -m tools.build_image --board power_shelf --mpy -o build/power_shelf.rfw
+	@$(PY) -m tools.build_image --board cdu --mpy -o build/cdu.rfw
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info var artifacts

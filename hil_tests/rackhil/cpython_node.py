@@ -39,9 +39,13 @@ def build_rackfw_board(hal: FakeHal, config: dict[str, Any]) -> Any:
     kind = config.get("board", "power_shelf")
     app: Any = None
     if kind == "cdu":
-        from rackfw.cooling.app import CduApp as app
+        from rackfw.cooling.app import CduApp
+
+        app = CduApp
     elif kind == "power_shelf":
-        from rackfw.power.app import PowerShelfApp as app
+        from rackfw.power.app import PowerShelfApp
+
+        app = PowerShelfApp
     return Board(
         hal.uart, hal.de, hal.clock, hal.sensors, hal.outputs, hal.flash, hal.wdt,
         app=app,

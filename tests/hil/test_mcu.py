@@ -382,3 +382,29 @@ def test_poll_allocating_under_heap_lock_surfaces_as_crash(node):
         node.advance(100_000)
     assert "_mcu" not in exc.value.traceback and "<stdin>" not in exc.value.traceback
     assert node.exec("print(len([1, 2, 3]))") == "3\n"
+
+
+@needs_vm
+@pytest.mark.slow
+def test_host_exits_when_its_python_parent_dies_without_cleanup():
+    import subprocess
+    import time
+
+    code = (
+        "import os, sys\n"
+        "from rackhil.mcu import McuProcess\n"
+        "m = McuProcess()\n"
+        "print(m.pid, flush=True)\n"
+        "os._exit(0)\n"  # no atexit, no close(): only the closed stdin pipe tells Node
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.killpg(pid, 9)
+    pytest.fail("mcu_host outlived its parent")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -301,6 +302,7 @@ def test_realtime_on_a_pty_answers_pyserial(tmp_path: Path) -> None:
         assert Path(port).is_symlink()
         with serial.Serial(port, 115200, parity="N", timeout=2) as ser:
             for unit in (1, 3):
+                time.sleep(0.01)  # a Modbus client keeps t3.5 of silence before it transmits
                 ser.write(build(unit, ReadRequest(4, 16, 8)))
                 reply = ser.read(21)
                 assert reply[:3] == bytes([unit, 4, 16])
