@@ -153,6 +153,10 @@ class CPythonNode:
     def read_flash(self) -> bytes:
         return bytes(self.hal.flash.mem)
 
+    def cut_flash_after(self, nbytes: int) -> None:
+        """Torn-write fault: power is lost after ``nbytes`` more flash bytes change."""
+        self.hal.flash.cut_after = nbytes
+
     # -- lifecycle
     def _request_reset(self, cause: int = RESET_SOFT) -> None:
         self._reset_request = cause or RESET_SOFT

@@ -367,6 +367,12 @@ class McuProcess:
     def read_flash(self, board: str) -> bytes:
         return bytes.fromhex(self._request("read_flash", board=board)["flash"])
 
+    def cut_flash_after(self, board: str, nbytes: int) -> None:
+        """Torn-write fault: the board loses power once ``nbytes`` more flash bytes are
+        programmed or erased; it reboots (cause power-on, reason ``power_cut``) when the
+        current ``poll()`` returns, with exactly those bytes changed."""
+        self._request("flash_cut", board=board, after=int(nbytes))
+
     def now_us(self, board: str) -> int:
         return int(self._request("now", board=board)["now"])
 
@@ -585,3 +591,8 @@ class VmNode:
 
     def read_flash(self) -> bytes:
         return self.mcu.read_flash(self.name)
+
+    def cut_flash_after(self, nbytes: int) -> None:
+        """See :meth:`McuProcess.cut_flash_after` (``CPythonNode``: same name)."""
+        self.sync()
+        self.mcu.cut_flash_after(self.name, nbytes)

@@ -229,6 +229,9 @@ const commands = {
     if (!req.keep_flash) new Uint8Array(b.flashSab).fill(0xff);
     return b.restart(req.reset_cause ?? RESET_POWER_ON, 'power_cycle');
   },
+  async flash_cut(req) {
+    return board(req.board).call({ op: 'flash_cut', after: req.after });
+  },
   async read_flash(req) {
     return { flash: board(req.board).readFlash() };
   },

@@ -13,6 +13,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 
 const TICKS_PERIOD = 0x40000000; // MicroPython time.ticks_* wrap at 2**30 (small ints)
+const RESET_POWER_ON = 1;
 const RESET_WATCHDOG = 3;
 
 const W = workerData;
@@ -27,6 +28,8 @@ const st = {
   board: null,
   poll: null,
   resetRequest: 0,
+  cutBudget: -1, // bytes flash may still program/erase before power is lost (-1: no cut)
+  powerLost: false,
   crashed: null, // traceback text once the firmware raised
   rx: [], // UART RX FIFO (bytes)
   rxq: [], // pending arrivals: [t_us, byte], sorted by t
@@ -109,13 +112,15 @@ function makeHal(config) {
     flash_write: (off, addr, n) => {
       if (off < 0 || off + n > flash.length) return -1;
       const m = st.mp._module;
+      const ok = cutBudget(n);
       // NOR flash programs by clearing bits: a write can only turn 1s into 0s.
-      for (let i = 0; i < n; i++) flash[off + i] &= m.getValue(addr + i, 'i8') & 255;
+      for (let i = 0; i < ok; i++) flash[off + i] &= m.getValue(addr + i, 'i8') & 255;
       return n;
     },
     flash_erase: (off, n) => {
       if (off < 0 || off + n > flash.length || off % 4096 || n % 4096) return -1;
-      flash.fill(0xff, off, off + n);
+      const ok = cutBudget(n);
+      flash.fill(0xff, off, off + ok);
       return n;
     },
     wdt_feed: () => {
@@ -127,6 +132,21 @@ function makeHal(config) {
       return 0;
     },
   };
+}
+
+// Torn-write fault: after cutBudget bytes the board loses power. The firmware cannot be
+// stopped mid-poll from here, so from the cut on flash ignores everything (the chip
+// is unpowered) and the worker reboots the board as soon as the poll is over.
+function cutBudget(n) {
+  if (st.powerLost) return 0;
+  if (st.cutBudget < 0) return n;
+  const ok = Math.min(n, st.cutBudget);
+  st.cutBudget -= ok;
+  if (ok < n || st.cutBudget === 0) {
+    st.powerLost = ok < n || st.cutBudget === 0;
+    st.cutBudget = -1;
+  }
+  return ok;
 }
 
 function tracebackOf(err) {
@@ -296,7 +316,15 @@ async function advance(until, rx) {
       try {
         delay = st.poll();
       } catch (err) {
-        st.crashed = tracebackOf(err);
+        if (!st.powerLost) {
+          st.crashed = tracebackOf(err);
+          continue;
+        }
+      }
+      if (st.powerLost) {
+        st.powerLost = false;
+        st.resets.push([t, RESET_POWER_ON, 'power_cut']);
+        await boot(RESET_POWER_ON);
         continue;
       }
       if (st.resetRequest) {
@@ -344,6 +372,10 @@ async function handle(msg) {
       return advance(msg.until, msg.rx || []);
     case 'set_sensors':
       for (const [ch, v] of msg.values) st.sensors.set(ch, v);
+      return {};
+    case 'flash_cut':
+      st.cutBudget = msg.after;
+      st.powerLost = false;
       return {};
     case 'get_outputs':
       return { outputs: Array.from(st.outputs.entries()) };

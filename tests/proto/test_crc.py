@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackproto.crc import check, crc16, crc_bytes, with_crc
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rackproto import adu as adus
 from rackproto import pdu as P
 from rackproto.crc import with_crc

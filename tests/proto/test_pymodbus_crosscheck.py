@@ -14,6 +14,7 @@ from pymodbus.pdu import bit_message as pb
 from pymodbus.pdu import diag_message as pd
 from pymodbus.pdu import mei_message as pm
 from pymodbus.pdu import register_message as pr
+
 from rackproto import adu as adus
 from rackproto import pdu as P
 from rackproto.framer import RtuFramer
