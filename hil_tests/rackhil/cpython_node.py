@@ -189,10 +189,14 @@ class CPythonNode:
         """Reboot with RAM lost; flash kept unless ``keep_flash`` is false.
 
         ``reset_cause`` is what the firmware is told (e.g. 3 to model a watchdog reset).
+        Bytes that arrived by ``now_us`` reach the old firmware first; bytes still on
+        their way arrive at the rebooted board (as in ``VmNode``).
         """
+        seen = self._sent_seen
+        self.advance(self.now_us)
+        self._sent_seen = seen  # what it sent is still reported by the next advance
         if not keep_flash:
             self.hal.flash.mem[:] = b"\xff" * len(self.hal.flash.mem)
-        self._rxq.clear()
         self.resets.append((self.now_us, reset_cause, "power_cycle"))
         self._boot(reset_cause)
         self._raise_crash()

@@ -7,8 +7,15 @@ object per line; bytes travel as hex. Each board lives in its own Node worker th
 
 Time inside a VM is virtual: ``ticks_us()`` is whatever the worker's event loop says.
 Real time only matters for hangs: wasm cannot be interrupted, so the host terminates
-a worker that does not answer within ``hang_timeout_s`` and reboots the board as a
-watchdog reset (flash kept), which is reported in :attr:`BoardStep.resets`.
+a worker that makes no progress (no ``poll()`` returning, no answer) for
+``hang_timeout_s`` and reboots the board as a watchdog reset (flash and sensors
+kept), which is reported in :attr:`BoardStep.resets` as ``(t, 3, "hang")``. A long
+advance that keeps polling is never a hang, however slow the machine.
+
+Every entry from JS into the firmware goes through a guard that fully unlocks the
+heap before an exception propagates, so an allocation under
+``micropython.heap_lock()`` surfaces as :class:`McuCrash` (MemoryError) instead of
+wedging the VM.
 
 ``VmNode`` adapts one board to the bus ``Node`` protocol (docs/contracts.md).
 """
@@ -253,20 +260,49 @@ class McuProcess:
         """
         raw = self._request(
             "load",
-            board=board,
-            files=dict(files),
-            main=main,
-            config=dict(config or {}),
-            flash=bytes(flash).hex(),
-            flash_size=flash_size,
-            seed=seed,
-            start_us=start_us,
-            hang_timeout_ms=int(self.hang_timeout_s * 1000),
+            **self._load_spec(board, files, main, config, flash, flash_size, seed, start_us),
         )
         self._crash_reported.discard(board)
         step = self._step(board, raw)
         self._raise_crashes({board: step})
         return step
+
+    def load_many(self, specs: Iterable[Mapping[str, Any]]) -> dict[str, BoardStep]:
+        """Boot several boards in parallel (one worker each); keys as :meth:`load`'s args.
+
+        Every board is loaded even when one crashes on import; the first crash is then
+        raised as :class:`McuCrash` with all boot steps attached.
+        """
+        reqs = [self._load_spec(**spec) for spec in specs]
+        raw = self._request("load_many", boards=reqs)
+        for r in reqs:
+            self._crash_reported.discard(r["board"])
+        steps = {name: self._step(name, r) for name, r in raw.items()}
+        self._raise_crashes(steps)
+        return steps
+
+    def _load_spec(
+        self,
+        board: str,
+        files: Mapping[str, str],
+        main: str | None = "main",
+        config: Mapping[str, Any] | None = None,
+        flash: bytes = b"",
+        flash_size: int = DEFAULT_FLASH_SIZE,
+        seed: int | None = None,
+        start_us: int = 0,
+    ) -> dict[str, Any]:
+        return {
+            "board": board,
+            "files": dict(files),
+            "main": main,
+            "config": dict(config or {}),
+            "flash": bytes(flash).hex(),
+            "flash_size": flash_size,
+            "seed": seed,
+            "start_us": start_us,
+            "hang_timeout_ms": int(self.hang_timeout_s * 1000),
+        }
 
     def advance(
         self,
@@ -436,6 +472,13 @@ class VmNode:
         seed: int | None = None,
         start_us: int = 0,
     ):
+        self._setup(mcu, name, start_us)
+        self._absorb(
+            mcu.load(name, files, main=main, config=config, flash=flash,
+                     flash_size=flash_size, seed=seed, start_us=start_us)
+        )
+
+    def _setup(self, mcu: McuProcess, name: str, start_us: int) -> None:
         self.mcu = mcu
         self.name = name
         self.sensors: dict[int, int] = {}
@@ -449,9 +492,43 @@ class VmNode:
         self.skipped = 0  # advances answered without a round-trip (board idle)
         self._rx: list[tuple[int, int, bytes]] = []
         self._sensors_dirty: dict[int, int] = {}
-        self._absorb(
-            mcu.load(name, files, main=main, config=config, flash=flash,
-                     flash_size=flash_size, seed=seed, start_us=start_us)
+        self._tx_stash: list[tuple[int, bytes]] = []
+
+    @classmethod
+    def load_many(cls, mcu: McuProcess, specs: Iterable[Mapping[str, Any]]) -> list[VmNode]:
+        """Several nodes booted in parallel; each spec holds :class:`VmNode`'s arguments
+        (``name``, ``files``, ``main``, ``config``, ``flash``, ``flash_size``, ``seed``,
+        ``start_us``)."""
+        reqs: list[dict[str, Any]] = []
+        for spec in specs:
+            req = dict(spec)
+            req["board"] = req.pop("name")
+            reqs.append(req)
+        steps = mcu.load_many(reqs)
+        nodes = []
+        for req in reqs:
+            node = cls.__new__(cls)
+            node._setup(mcu, req["board"], req.get("start_us", 0))
+            node._absorb(steps[req["board"]])
+            nodes.append(node)
+        return nodes
+
+    @staticmethod
+    def emulated_files(extra_files: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``rackfw`` + ``firmware/boards/emulated`` as a VM filesystem under ``/lib``."""
+        files = firmware_files("rackfw")
+        files.update(firmware_files(".", root=FIRMWARE_DIR / "boards" / "emulated"))
+        files.update(extra_files or {})
+        return files
+
+    @classmethod
+    def emulated_many(
+        cls, mcu: McuProcess, boards: Iterable[tuple[str, Mapping[str, Any]]], **kw: Any
+    ) -> list[VmNode]:
+        """Real-firmware boards ``[(name, config), ...]`` booted in parallel."""
+        files = cls.emulated_files()
+        return cls.load_many(
+            mcu, [dict(kw, name=n, files=files, main="main", config=c) for n, c in boards]
         )
 
     @classmethod
@@ -464,10 +541,7 @@ class VmNode:
         **kw: Any,
     ) -> VmNode:
         """A board running the real firmware: ``rackfw`` + ``boards/emulated`` in ``/lib``."""
-        files = firmware_files("rackfw")
-        files.update(firmware_files(".", root=FIRMWARE_DIR / "boards" / "emulated"))
-        files.update(extra_files or {})
-        return cls(mcu, name, files, main="main", config=config, **kw)
+        return cls(mcu, name, cls.emulated_files(extra_files), main="main", config=config, **kw)
 
     def _absorb(self, step: BoardStep) -> list[tuple[int, bytes]]:
         self._vm_now = step.now_us
@@ -506,15 +580,18 @@ class VmNode:
         only move their clock here: the firmware cannot observe the difference (it sees
         time only when polled), and the next real advance carries the new time.
         """
-        idle = [n for n in nodes if not n._must_run(until_us)]
-        for n in idle:
-            n.now_us = max(n.now_us, until_us)
-            n.skipped += 1
-        busy = [n for n in nodes if n._must_run(until_us)]
-        if not busy:
-            return [[] for _ in nodes]
-        result = dict(zip(map(id, busy), VmNode._advance_now(busy, until_us), strict=True))
-        return [result.get(id(n), []) for n in nodes]
+        result: dict[int, list[tuple[int, bytes]]] = {}
+        busy = []
+        for n in nodes:
+            if n._must_run(until_us):
+                busy.append(n)
+            else:
+                n.now_us = max(n.now_us, until_us)
+                n.skipped += 1
+                result[id(n)], n._tx_stash = n._tx_stash, []
+        if busy:
+            result.update(zip(map(id, busy), VmNode._advance_now(busy, until_us), strict=True))
+        return [result[id(n)] for n in nodes]
 
     @staticmethod
     def _advance_now(nodes: list[VmNode], until_us: int) -> list[list[tuple[int, bytes]]]:
@@ -533,7 +610,10 @@ class VmNode:
         out = []
         for n in nodes:
             n._clear_pending()
-            out.append(n._absorb(steps[n.name]))
+            tx = n._absorb(steps[n.name])
+            if n._tx_stash:
+                tx, n._tx_stash = n._tx_stash + tx, []
+            out.append(tx)
         return out
 
     def _clear_pending(self) -> None:
@@ -560,16 +640,17 @@ class VmNode:
     def power_cycle(self, keep_flash: bool = True, reset_cause: int = RESET_POWER_ON) -> None:
         """Fresh VM, RAM lost; flash kept (unless ``keep_flash`` is false).
 
-        Pending RX is dropped; the VM's clock is first brought up to ``now_us``.
+        The VM first runs up to ``now_us`` (bytes that arrived by then reach the old
+        firmware); bytes still on their way arrive at the rebooted board.
         """
-        self._rx = []
         self.sync()
         self._absorb(self.mcu.power_cycle(self.name, keep_flash, reset_cause))
 
     def sync(self) -> None:
         """Bring the VM's clock up to ``now_us`` (after skipped idle advances)."""
-        if self._vm_now < self.now_us or self._sensors_dirty:
-            VmNode._advance_now([self], self.now_us)
+        if self._vm_now < self.now_us or self._sensors_dirty or self._rx:
+            # what it sends meanwhile is handed to the bus by the next advance
+            self._tx_stash.extend(VmNode._advance_now([self], self.now_us)[0])
 
     # -- inspection (the VM's clock is synced first, so code sees the node's time)
     def exec(self, code: str) -> str:

@@ -76,6 +76,7 @@ function makeHal(config) {
     uart_any: () => st.rx.length,
     uart_read: () => (st.rx.length ? st.rx.shift() : -1),
     uart_send: (addr, n) => {
+      if (st.powerLost) return 0;
       const data = pyBytes(addr, n);
       const t = now();
       if (st.txBusy && st.tx.length) {
@@ -92,11 +93,13 @@ function makeHal(config) {
     },
     uart_tx_done: () => (st.txBusy ? 0 : 1),
     de_value: (v) => {
+      if (st.powerLost) return 0;
       st.de.push([now(), v ? 1 : 0]);
       return 0;
     },
     sensor_read: (ch) => st.sensors.get(ch) ?? 0,
     output_write: (ch, v) => {
+      if (st.powerLost) return 0;
       if ((st.outputs.get(ch) ?? 0) !== v) st.outChanges.push([now(), ch, v]);
       st.outputs.set(ch, v);
       return 0;
@@ -136,14 +139,15 @@ function makeHal(config) {
 
 // Torn-write fault: after cutBudget bytes the board loses power. The firmware cannot be
 // stopped mid-poll from here, so from the cut on flash ignores everything (the chip
-// is unpowered) and the worker reboots the board as soon as the poll is over.
+// is unpowered), UART/DE/outputs ignore it too, and the worker reboots the board as
+// soon as the poll is over.
 function cutBudget(n) {
   if (st.powerLost) return 0;
   if (st.cutBudget < 0) return n;
   const ok = Math.min(n, st.cutBudget);
   st.cutBudget -= ok;
-  if (ok < n || st.cutBudget === 0) {
-    st.powerLost = ok < n || st.cutBudget === 0;
+  if (ok < n) {
+    st.powerLost = true; // like rackhil.fake_hal.FakeFlash.cut_after
     st.cutBudget = -1;
   }
   return ok;
@@ -187,6 +191,8 @@ async function boot(resetCause) {
   st.board = null;
   st.poll = null;
   st.crashed = null;
+  st.resetRequest = 0;
+  st.powerLost = false;
   st.rx = [];
   st.txBusy = false;
   st.txEnd = -1;

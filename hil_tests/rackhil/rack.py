@@ -34,6 +34,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,7 @@ class Rack:
         self.pty: Any = None
         self.runner: Any = None
         self.capture: Any = None
+        self._pty_guard: Any = None
         self._mcu: Any = None  # one McuProcess (Node) for every VM board of the rack
         factory = node_factory or self._make_node
         try:
@@ -281,10 +283,10 @@ class Rack:
         for unit in self.units.values():
             plant, name = unit.plant, unit.name
             if isinstance(plant, PowerShelf):
-                self.trace.probe(f"bus_v.{name}.plant", lambda p=plant: p.bus_v, unit="V")
+                self.trace.probe(f"bus_v.{name}.plant", partial(getattr, plant, "bus_v"), unit="V")
             elif isinstance(plant, Cdu):
-                self.trace.probe(f"t_supply.{name}.plant", lambda p=plant: p.t_supply_c, unit="°C")
-                self.trace.probe(f"flow.{name}.plant", lambda p=plant: p.flow_lpm, unit="L/min")
+                self.trace.probe(f"t_supply.{name}.plant", partial(getattr, plant, "t_supply_c"), unit="°C")
+                self.trace.probe(f"flow.{name}.plant", partial(getattr, plant, "flow_lpm"), unit="L/min")
 
     def _make_node(self, spec: BoardSpec, rack: RackSpec) -> Any:
         """A node running the real firmware for ``spec`` on its runtime (vm / cpython)."""
@@ -438,6 +440,8 @@ class Rack:
         # delay its replies (and hand other boards frames late)
         self.bus.idle_quantum_us = self.bus.quantum_us
         self.pty = PtyPort(self.bus, "pty", link=pty_path or DEFAULT_LINK)
+        self.bus.detach(self.pty)  # re-attached behind the turnaround guard
+        self._pty_guard = self.bus.attach(TurnaroundGuard(self.pty, self.bus))
         self.runner = RealTimeRunner(self.bus).start()
         return self.pty.port
 
@@ -462,6 +466,7 @@ class Rack:
         if self.runner is not None:
             self.runner.stop()
         if self.pty is not None:
+            self.bus.detach(self._pty_guard)
             self.pty.close()
         for unit in self.units.values():
             close = getattr(unit.node, "close", None)
@@ -479,6 +484,34 @@ class Rack:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TurnaroundGuard:
+    """A host attachment that keeps t3.5 of silence before it transmits.
+
+    The Modbus client rule ("t3.5 before a request") matters here more than on copper:
+    the bus hands a reply to the *other* boards up to one quantum late, and a program
+    on the pty (pymodbus's synchronous client does this) may answer a reply with its
+    next request at once.  A board would then see the tail of the previous reply run
+    into the request — one garbled frame, one timeout.  The guard holds each write
+    back until t3.5 + one quantum after the last byte the host heard.
+    """
+
+    passive = True
+
+    def __init__(self, port: Any, bus: Bus) -> None:
+        self.port = port
+        self.name = port.name
+        self._gap_us = bus.line.t35_us + bus.quantum_us
+        self._quiet_from = 0
+
+    def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
+        self._quiet_from = max(self._quiet_from, t0_us + len(data) * byte_us)
+        self.port.deliver(data, t0_us, byte_us)
+
+    def advance(self, until_us: int) -> list[tuple[int, bytes]]:
+        earliest = self._quiet_from + self._gap_us
+        return [(max(start, earliest), data) for start, data in self.port.advance(until_us)]
 
 
 # ---- scenario vocabulary ------------------------------------------------------------------

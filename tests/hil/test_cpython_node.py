@@ -327,3 +327,58 @@ def test_bytes_stamped_in_the_past_same_in_vm():
     with McuProcess() as m:
         vm = late_bytes(VmNode(m, "late", echo_files(), main="echo_main"))
     assert vm == late_bytes(echo_node())
+
+
+def torn_write(node: Any) -> dict[str, Any]:
+    transact(node, b"\x01\x11\x22\x33", 0, 10_000)
+    node.cut_flash_after(2)
+    transact(node, b"\x01\x01\x02\x03\x04\x05", 20_000, 30_000)  # torn after 2 bytes
+    after_cut = node.read_flash()[:6]
+    tx = transact(node, b"\x02", 40_000, 50_000)  # rebooted board reads it back
+    return {"flash": after_cut, "tx": tx, "resets": list(node.resets),
+            "printed": list(node.printed)}
+
+
+def test_cut_flash_tears_the_write_and_reboots():
+    r = torn_write(echo_node())
+    assert r["flash"] == b"\x01\x01\x22\x33\xff\xff"  # 2 bytes programmed (AND), rest as before
+    assert [(c, why) for _, c, why in r["resets"]] == [(RESET_POWER_ON, "power_cut")]
+    assert r["tx"][0][1] == b"\x01\x01\x22\x33\xff\xff\xff\xff"
+
+
+@needs_vm
+@pytest.mark.vm
+def test_cut_flash_same_in_vm():
+    from rackhil.mcu import McuProcess, VmNode
+
+    with McuProcess() as m:
+        vm = torn_write(VmNode(m, "torn", echo_files(), main="echo_main"))
+    assert vm == torn_write(echo_node())
+
+
+def cycle_mid_frame(node: Any) -> dict[str, Any]:
+    """A reply that starts before a power cycle is still reported; bytes still on the
+    wire at the cycle reach the rebooted board."""
+    node.deliver(b"\x10\x20", 1000, BYTE_US)
+    node.advance(1000)
+    tx1 = node.advance(4_000)  # reply starts at 3190
+    node.deliver(b"\x30\x40", 9_000, BYTE_US)  # arrives 9095/9190: after the cycle
+    node.advance(5_000)
+    node.power_cycle()
+    tx2 = node.advance(20_000)
+    return {"tx": tx1 + tx2, "resets": list(node.resets)}
+
+
+def test_power_cycle_keeps_bytes_still_on_the_wire():
+    r = cycle_mid_frame(echo_node())
+    assert [d for _, d in r["tx"]] == [b"\x20\x10", b"\x40\x30"]
+
+
+@needs_vm
+@pytest.mark.vm
+def test_power_cycle_keeps_bytes_still_on_the_wire_in_vm():
+    from rackhil.mcu import McuProcess, VmNode
+
+    with McuProcess() as m:
+        vm = cycle_mid_frame(VmNode(m, "cyc", echo_files(), main="echo_main"))
+    assert vm == cycle_mid_frame(echo_node())

@@ -408,3 +408,22 @@ def test_host_exits_when_its_python_parent_dies_without_cleanup():
         time.sleep(0.05)
     os.killpg(pid, 9)
     pytest.fail("mcu_host outlived its parent")
+
+
+@needs_vm
+def test_load_many_boots_boards_in_parallel_and_they_run(mcu):
+    nodes = VmNode.load_many(
+        mcu,
+        [{"name": f"m{i}", "files": echo_files(), "main": "echo_main", "config": {"wdt_ms": 0}}
+         for i in range(3)],
+    )
+    try:
+        assert [n.name for n in nodes] == ["m0", "m1", "m2"]
+        assert all(n.printed == [f"echo up, reset_cause {RESET_POWER_ON}"] for n in nodes)
+        for i, n in enumerate(nodes):
+            n.deliver(bytes([0x10, i]), 0, BYTE_US)
+        out = advance_all(nodes, 10_000)
+        assert [tx[0][1] for tx in out] == [bytes([i, 0x10]) for i in range(3)]
+    finally:
+        for n in nodes:
+            mcu.unload(n.name)

@@ -340,3 +340,21 @@ def test_effectiveness_is_a_fraction(ua: float, c1: float, c2: float) -> None:
     e = effectiveness(ua, c1, c2)
     assert 0.0 < e <= 1.0
     assert effectiveness(ua, 0.0, c2) == 0.0
+
+
+def test_noise_never_drives_a_non_negative_reading_below_zero():
+    """Noise around a small positive value must not produce negative readings (u16 wrap)."""
+    from rackhil.plants.base import Plant
+
+    class Tiny(Plant):
+        def _integrate(self, dt_s, outputs):
+            pass
+
+        def _readings(self):
+            return {0: (0.5, 50.0), 1: (-20.0, 1.0)}
+
+    plant = Tiny(seed=3)
+    readings = [plant.sensors() for _ in range(500)]
+    assert min(r[0] for r in readings) == 0
+    assert max(r[0] for r in readings) > 10  # the noise is still there
+    assert any(r[1] != -20 for r in readings)  # a negative quantity keeps its noise

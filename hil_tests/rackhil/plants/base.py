@@ -52,7 +52,10 @@ class Plant:
         out = {}
         for ch, (value, sigma) in self._readings().items():
             if sigma and self.noise:
-                value += self.rng.gauss(0.0, sigma * self.noise)
+                reading = value + self.rng.gauss(0.0, sigma * self.noise)
+                # a transmitter of a non-negative quantity (flow, rpm, level) bottoms out
+                # at zero; without this, noise around 0 wraps in the board's u16 registers
+                value = max(reading, 0.0) if value >= 0 else reading
             out[ch] = round(value)
         for ch, fault in self.sensor_faults.items():
             if ch in out:
