@@ -31,5 +31,6 @@ UNLOCK_BAD_KEY = const(4)
 
 # EV_RESET codes (reset cause, as told by the board file)
 RESET_POWER_ON = const(1)
-RESET_WATCHDOG = const(3)
+RESET_WATCHDOG = const(2)
+RESET_BROWNOUT = const(3)
 RESET_SOFT = const(4)

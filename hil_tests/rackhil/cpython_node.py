@@ -188,7 +188,7 @@ class CPythonNode:
     def power_cycle(self, keep_flash: bool = True, reset_cause: int = RESET_POWER_ON) -> None:
         """Reboot with RAM lost; flash kept unless ``keep_flash`` is false.
 
-        ``reset_cause`` is what the firmware is told (e.g. 3 to model a watchdog reset).
+        ``reset_cause`` is what the firmware is told (e.g. 2 to model a watchdog reset).
         Bytes that arrived by ``now_us`` reach the old firmware first; bytes still on
         their way arrive at the rebooted board (as in ``VmNode``).
         """

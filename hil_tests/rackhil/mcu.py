@@ -9,7 +9,7 @@ Time inside a VM is virtual: ``ticks_us()`` is whatever the worker's event loop 
 Real time only matters for hangs: wasm cannot be interrupted, so the host terminates
 a worker that makes no progress (no ``poll()`` returning, no answer) for
 ``hang_timeout_s`` and reboots the board as a watchdog reset (flash and sensors
-kept), which is reported in :attr:`BoardStep.resets` as ``(t, 3, "hang")``. A long
+kept), which is reported in :attr:`BoardStep.resets` as ``(t, 2, "hang")`` (2 = watchdog). A long
 advance that keeps polling is never a hang, however slow the machine.
 
 Every entry from JS into the firmware goes through a guard that fully unlocks the
@@ -47,7 +47,7 @@ REPO_ROOT = HERE.parent.parent
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 
 RESET_POWER_ON = 1
-RESET_WATCHDOG = 3
+RESET_WATCHDOG = 2  # the common map's reset_cause enum
 DEFAULT_FLASH_SIZE = 256 * 1024
 
 

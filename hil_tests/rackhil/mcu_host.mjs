@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 
 const RESET_POWER_ON = 1;
-const RESET_WATCHDOG = 3;
+const RESET_WATCHDOG = 2; // reset_cause enum of common.toml
 const WORKER = new URL('./mcu_worker.mjs', import.meta.url);
 
 function resolveMicroPython() {

@@ -14,7 +14,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 
 const TICKS_PERIOD = 0x40000000; // MicroPython time.ticks_* wrap at 2**30 (small ints)
 const RESET_POWER_ON = 1;
-const RESET_WATCHDOG = 3;
+const RESET_WATCHDOG = 2; // reset_cause enum of common.toml
 
 const W = workerData;
 const { loadMicroPython } = await import(W.mpModule);

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any
 
 from construct import (
     Byte,
@@ -46,56 +45,112 @@ from construct import (
 from construct import RangeError as ConstructRangeError
 
 from rackproto.errors import FrameError, QuantityError
+from rackproto.pdu_types import (
+    COIL_OFF,
+    COIL_ON,
+    DIAGNOSTIC_NAMES,
+    DIAGNOSTICS,
+    ENCAPSULATED_INTERFACE,
+    FUNCTION_NAMES,
+    MAX_PDU,
+    MAX_READ_BITS,
+    MAX_READ_REGISTERS,
+    MAX_RW_READ,
+    MAX_RW_WRITE,
+    MAX_WRITE_COILS,
+    MAX_WRITE_REGISTERS,
+    MEI_READ_DEVICE_ID,
+    PDU_TYPES,
+    READ_COILS,
+    READ_DISCRETE_INPUTS,
+    READ_HOLDING_REGISTERS,
+    READ_INPUT_REGISTERS,
+    READ_WRITE_MULTIPLE_REGISTERS,
+    WRITE_MULTIPLE_COILS,
+    WRITE_MULTIPLE_REGISTERS,
+    WRITE_SINGLE_COIL,
+    WRITE_SINGLE_REGISTER,
+    DeviceIdRequest,
+    DeviceIdResponse,
+    Diagnostics,
+    ExceptionResponse,
+    Pdu,
+    ReadBitsResponse,
+    ReadRegistersResponse,
+    ReadRequest,
+    ReadWriteRequest,
+    Role,
+    WriteCoilsRequest,
+    WriteMultipleResponse,
+    WriteRegistersRequest,
+    WriteSingle,
+    check_quantity,
+    check_register_payload,
+    check_words_16,
+    validate,
+)
 
-Role = Literal["request", "response"]
+# The vocabulary (function codes, limits, typed results and their checks) lives in
+# rackproto.pdu_types; it is re-exported here, so callers import rackproto.pdu only.
+__all__ = [
+    "COIL_OFF",
+    "COIL_ON",
+    "DIAGNOSTIC_NAMES",
+    "DIAGNOSTICS",
+    "ENCAPSULATED_INTERFACE",
+    "FUNCTION_NAMES",
+    "MAX_PDU",
+    "MAX_READ_BITS",
+    "MAX_READ_REGISTERS",
+    "MAX_RW_READ",
+    "MAX_RW_WRITE",
+    "MAX_WRITE_COILS",
+    "MAX_WRITE_REGISTERS",
+    "MEI_READ_DEVICE_ID",
+    "PDU_TYPES",
+    "READ_COILS",
+    "READ_DISCRETE_INPUTS",
+    "READ_HOLDING_REGISTERS",
+    "READ_INPUT_REGISTERS",
+    "READ_WRITE_MULTIPLE_REGISTERS",
+    "WRITE_MULTIPLE_COILS",
+    "WRITE_MULTIPLE_REGISTERS",
+    "WRITE_SINGLE_COIL",
+    "WRITE_SINGLE_REGISTER",
+    "DeviceIdRequest",
+    "DeviceIdResponse",
+    "Diagnostics",
+    "ExceptionResponse",
+    "Pdu",
+    "ReadBitsResponse",
+    "ReadRegistersResponse",
+    "ReadRequest",
+    "ReadWriteRequest",
+    "Role",
+    "WriteCoilsRequest",
+    "WriteMultipleResponse",
+    "WriteRegistersRequest",
+    "WriteSingle",
+    "check_quantity",
+    "check_register_payload",
+    "check_words_16",
+    "validate",
+    "DEVICE_ID_REQUEST",
+    "DEVICE_OBJECT",
+    "DEVICE_ID_RESPONSE",
+    "EXCEPTION_BODY",
+    "REGISTERS_RESPONSE_COMPILED",
+    "pack_bits",
+    "unpack_bits",
+    "REQUEST_PARSERS",
+    "RESPONSE_PARSERS",
+    "BYTE_COUNT_AT",
+    "decode_request",
+    "decode_response",
+    "decode",
+    "encode",
+]
 
-# Function codes -------------------------------------------------------------
-READ_COILS = 0x01
-READ_DISCRETE_INPUTS = 0x02
-READ_HOLDING_REGISTERS = 0x03
-READ_INPUT_REGISTERS = 0x04
-WRITE_SINGLE_COIL = 0x05
-WRITE_SINGLE_REGISTER = 0x06
-DIAGNOSTICS = 0x08
-WRITE_MULTIPLE_COILS = 0x0F
-WRITE_MULTIPLE_REGISTERS = 0x10
-READ_WRITE_MULTIPLE_REGISTERS = 0x17
-ENCAPSULATED_INTERFACE = 0x2B
-MEI_READ_DEVICE_ID = 0x0E
-
-FUNCTION_NAMES: dict[int, str] = {
-    READ_COILS: "read coils",
-    READ_DISCRETE_INPUTS: "read discrete inputs",
-    READ_HOLDING_REGISTERS: "read holding registers",
-    READ_INPUT_REGISTERS: "read input registers",
-    WRITE_SINGLE_COIL: "write single coil",
-    WRITE_SINGLE_REGISTER: "write single register",
-    DIAGNOSTICS: "diagnostics",
-    WRITE_MULTIPLE_COILS: "write multiple coils",
-    WRITE_MULTIPLE_REGISTERS: "write multiple registers",
-    READ_WRITE_MULTIPLE_REGISTERS: "read/write multiple registers",
-    ENCAPSULATED_INTERFACE: "read device identification",
-}
-
-DIAGNOSTIC_NAMES: dict[int, str] = {
-    0x00: "return query data",
-    0x0A: "clear counters and diagnostic register",
-    0x0B: "return bus message count",
-    0x0C: "return bus communication error count",
-    0x0D: "return bus exception error count",
-    0x0E: "return server message count",
-}
-
-# Spec limits (quantity of items per request) --------------------------------
-MAX_READ_BITS = 2000
-MAX_READ_REGISTERS = 125
-MAX_WRITE_COILS = 1968
-MAX_WRITE_REGISTERS = 123
-MAX_RW_READ = 125
-MAX_RW_WRITE = 121
-COIL_ON = 0xFF00
-COIL_OFF = 0x0000
-MAX_PDU = 253  # 256-byte RTU ADU minus address and CRC
 
 class WordArray(Construct):
     """``count`` big-endian 16-bit words, parsed and built with one ``struct`` call.
@@ -187,150 +242,6 @@ EXCEPTION_BODY = Struct("code" / Byte, Terminated)
 REGISTERS_RESPONSE_COMPILED = REGISTERS_RESPONSE.compile()
 
 
-# Typed results -----------------------------------------------------------------
-@dataclass(frozen=True)
-class ReadRequest:
-    """FC 01/02/03/04: read ``count`` items starting at ``address``."""
-
-    function: int
-    address: int
-    count: int
-
-
-@dataclass(frozen=True)
-class ReadBitsResponse:
-    """FC 01/02 response. ``bits`` holds every bit of every byte sent (a multiple of 8,
-    LSB of the first byte = first item); trim with the request's count."""
-
-    function: int
-    bits: tuple[bool, ...]
-
-
-@dataclass(frozen=True)
-class ReadRegistersResponse:
-    """FC 03/04/17 response: register values (unsigned 16-bit)."""
-
-    function: int
-    values: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class WriteSingle:
-    """FC 05/06 request, and its echo response. For FC 05 ``value`` is 0xFF00 (on) or 0."""
-
-    function: int
-    address: int
-    value: int
-
-
-@dataclass(frozen=True)
-class WriteCoilsRequest:
-    """FC 0F: write ``len(bits)`` coils from ``address``."""
-
-    address: int
-    bits: tuple[bool, ...]
-    function: ClassVar[int] = WRITE_MULTIPLE_COILS
-
-
-@dataclass(frozen=True)
-class WriteRegistersRequest:
-    """FC 10: write ``len(values)`` holding registers from ``address``."""
-
-    address: int
-    values: tuple[int, ...]
-    function: ClassVar[int] = WRITE_MULTIPLE_REGISTERS
-
-
-@dataclass(frozen=True)
-class WriteMultipleResponse:
-    """FC 0F/10 response: where and how many items were written."""
-
-    function: int
-    address: int
-    count: int
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    """FC 08 request or response: sub-function and its 16-bit data word."""
-
-    sub_function: int
-    data: int
-    function: ClassVar[int] = DIAGNOSTICS
-
-
-@dataclass(frozen=True)
-class ReadWriteRequest:
-    """FC 17: write ``values`` at ``write_address``, then read ``read_count`` registers."""
-
-    read_address: int
-    read_count: int
-    write_address: int
-    values: tuple[int, ...]
-    function: ClassVar[int] = READ_WRITE_MULTIPLE_REGISTERS
-
-
-@dataclass(frozen=True)
-class DeviceIdRequest:
-    """FC 2B / MEI 0E: read device identification (read code 1..4 from ``object_id``)."""
-
-    read_code: int
-    object_id: int
-    function: ClassVar[int] = ENCAPSULATED_INTERFACE
-
-
-@dataclass(frozen=True)
-class DeviceIdResponse:
-    """FC 2B / MEI 0E response; ``objects`` keeps wire order as (id, value) pairs."""
-
-    read_code: int
-    conformity: int
-    more_follows: int
-    next_object_id: int
-    objects: tuple[tuple[int, bytes], ...]
-    function: ClassVar[int] = ENCAPSULATED_INTERFACE
-
-
-@dataclass(frozen=True)
-class ExceptionResponse:
-    """An exception response: ``function`` is the request's code (without 0x80)."""
-
-    function: int
-    code: int
-
-
-Pdu: TypeAlias = (
-    ReadRequest
-    | ReadBitsResponse
-    | ReadRegistersResponse
-    | WriteSingle
-    | WriteCoilsRequest
-    | WriteRegistersRequest
-    | WriteMultipleResponse
-    | Diagnostics
-    | ReadWriteRequest
-    | DeviceIdRequest
-    | DeviceIdResponse
-    | ExceptionResponse
-)
-
-
-PDU_TYPES = (
-    ReadRequest,
-    ReadBitsResponse,
-    ReadRegistersResponse,
-    WriteSingle,
-    WriteCoilsRequest,
-    WriteRegistersRequest,
-    WriteMultipleResponse,
-    Diagnostics,
-    ReadWriteRequest,
-    DeviceIdRequest,
-    DeviceIdResponse,
-    ExceptionResponse,
-)
-
-
 # Bit packing (LSB of the first byte is the first item) -------------------------
 def pack_bits(bits: tuple[bool, ...] | list[bool]) -> bytes:
     """Pack coil/discrete states into bytes, first item in bit 0 of byte 0."""
@@ -344,78 +255,6 @@ def pack_bits(bits: tuple[bool, ...] | list[bool]) -> bytes:
 def unpack_bits(data: bytes) -> tuple[bool, ...]:
     """Every bit of ``data``, first item from bit 0 of byte 0."""
     return tuple(bool(byte >> i & 1) for byte in data for i in range(8))
-
-
-# Checks shared by parse and build ------------------------------------------------
-def _quantity(what: str, value: int, high: int) -> None:
-    if not 1 <= value <= high:
-        raise QuantityError(f"{what} {value} outside 1..{high}")
-
-
-def _words(values: tuple[int, ...]) -> None:
-    for v in values:
-        if not 0 <= v <= 0xFFFF:
-            raise FrameError(f"register value {v} is not an unsigned 16-bit word")
-
-
-def _register_payload(byte_count: int, high: int) -> None:
-    if byte_count % 2 or not 2 <= byte_count <= 2 * high:
-        raise QuantityError(f"register byte count {byte_count} is odd or outside 2..{2 * high}")
-
-
-_FUNCTIONS_OF: dict[type, tuple[int, ...]] = {
-    ReadRequest: (READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS, READ_INPUT_REGISTERS),
-    ReadBitsResponse: (READ_COILS, READ_DISCRETE_INPUTS),
-    ReadRegistersResponse: (
-        READ_HOLDING_REGISTERS,
-        READ_INPUT_REGISTERS,
-        READ_WRITE_MULTIPLE_REGISTERS,
-    ),
-    WriteSingle: (WRITE_SINGLE_COIL, WRITE_SINGLE_REGISTER),
-    WriteMultipleResponse: (WRITE_MULTIPLE_COILS, WRITE_MULTIPLE_REGISTERS),
-}
-
-
-def validate(pdu: Pdu, *, check_words: bool = True) -> None:
-    """Raise QuantityError/FrameError when ``pdu`` breaks a spec limit.
-
-    ``check_words=False`` skips the per-value 16-bit range check, which cannot fail
-    for a PDU that was just parsed from bytes (it is the decoder's hot loop).
-    """
-    allowed = _FUNCTIONS_OF.get(type(pdu))
-    if allowed is not None and pdu.function not in allowed:
-        raise FrameError(f"{type(pdu).__name__} cannot carry function 0x{pdu.function:02X}")
-    if isinstance(pdu, ReadRequest):
-        high = MAX_READ_BITS if pdu.function in (READ_COILS, READ_DISCRETE_INPUTS) else MAX_READ_REGISTERS
-        _quantity("read quantity", pdu.count, high)
-    elif isinstance(pdu, ReadBitsResponse):
-        if len(pdu.bits) % 8 or not 8 <= len(pdu.bits) <= 8 * ((MAX_READ_BITS + 7) // 8):
-            raise QuantityError(f"bit count {len(pdu.bits)} is not 1..250 whole bytes")
-    elif isinstance(pdu, ReadRegistersResponse):
-        high = MAX_RW_READ if pdu.function == READ_WRITE_MULTIPLE_REGISTERS else MAX_READ_REGISTERS
-        _register_payload(2 * len(pdu.values), high)
-        if check_words:
-            _words(pdu.values)
-    elif isinstance(pdu, WriteSingle):
-        if pdu.function == WRITE_SINGLE_COIL and pdu.value not in (COIL_ON, COIL_OFF):
-            raise FrameError(f"coil value 0x{pdu.value:04X} is neither 0xFF00 nor 0x0000")
-    elif isinstance(pdu, WriteCoilsRequest):
-        _quantity("coil quantity", len(pdu.bits), MAX_WRITE_COILS)
-    elif isinstance(pdu, WriteRegistersRequest):
-        _quantity("register quantity", len(pdu.values), MAX_WRITE_REGISTERS)
-        _words(pdu.values)
-    elif isinstance(pdu, WriteMultipleResponse):
-        high = MAX_WRITE_COILS if pdu.function == WRITE_MULTIPLE_COILS else MAX_WRITE_REGISTERS
-        _quantity("written quantity", pdu.count, high)
-    elif isinstance(pdu, ReadWriteRequest):
-        _quantity("read quantity", pdu.read_count, MAX_RW_READ)
-        _quantity("write quantity", len(pdu.values), MAX_RW_WRITE)
-        _words(pdu.values)
-    elif isinstance(pdu, DeviceIdRequest | DeviceIdResponse):
-        if not 1 <= pdu.read_code <= 4:
-            raise FrameError(f"device-id read code {pdu.read_code} outside 1..4")
-    elif isinstance(pdu, ExceptionResponse) and not 1 <= pdu.function < 0x80:
-        raise FrameError(f"exception for function 0x{pdu.function:02X} (must be below 0x80)")
 
 
 # Parsing ---------------------------------------------------------------------------
@@ -434,7 +273,7 @@ def _parse_registers_response(fc: int, body: bytes) -> Pdu:
     if not body:
         raise FrameError("register response without byte count")
     high = MAX_RW_READ if fc == READ_WRITE_MULTIPLE_REGISTERS else MAX_READ_REGISTERS
-    _register_payload(body[0], high)
+    check_register_payload(body[0], high)
     if len(body) != 1 + body[0]:
         raise FrameError(f"byte count {body[0]} but {len(body) - 1} data bytes follow")
     c = REGISTERS_RESPONSE_COMPILED.parse(body)
@@ -448,13 +287,13 @@ def _parse_write_single(fc: int, body: bytes) -> Pdu:
 
 def _parse_write_coils(fc: int, body: bytes) -> Pdu:
     c = WRITE_COILS_REQUEST.parse(body)
-    _quantity("coil quantity", c.count, MAX_WRITE_COILS)
+    check_quantity("coil quantity", c.count, MAX_WRITE_COILS)
     return WriteCoilsRequest(c.address, unpack_bits(c.data)[: c.count])
 
 
 def _parse_write_registers(fc: int, body: bytes) -> Pdu:
     c = WRITE_REGISTERS_REQUEST.parse(body)
-    _quantity("register quantity", c.count, MAX_WRITE_REGISTERS)
+    check_quantity("register quantity", c.count, MAX_WRITE_REGISTERS)
     return WriteRegistersRequest(c.address, tuple(c.words))
 
 
@@ -470,7 +309,7 @@ def _parse_diagnostics(fc: int, body: bytes) -> Pdu:
 
 def _parse_read_write(fc: int, body: bytes) -> Pdu:
     c = READ_WRITE_REQUEST.parse(body)
-    _quantity("write quantity", c.write_count, MAX_RW_WRITE)
+    check_quantity("write quantity", c.write_count, MAX_RW_WRITE)
     return ReadWriteRequest(c.read_address, c.read_count, c.write_address, tuple(c.words))
 
 

@@ -7,22 +7,29 @@ delay ``poll()`` returned has passed, all in virtual time. So this file only bui
 the Board and exposes it as the module global ``board``; there is no ``while True``.
 
 Board config (JSON from the host): ``board`` ("power_shelf" or "cdu"), ``unit_id``,
-``baud``, ``serial``, ``hw_rev``, ``reset_cause`` (1 power-on, 3 watchdog, 4 soft).
+``baud``, ``serial``, ``hw_rev``, ``reset_cause`` (the common map's enum: 1 power-on, 2 watchdog, 3 brown-out, 4 software, 5 update).
 """
 
 import hal_js
 
 from rackfw.board import Board
 
-cfg = hal_js.config()
-kind = cfg.get("board", "power_shelf")
-if kind == "cdu":
-    from rackfw.cooling.app import CduApp as App
-elif kind == "power_shelf":
-    from rackfw.power.app import PowerShelfApp as App
-else:
-    App = None
 
+
+def app_class(kind):
+    """The application class for a board type name (None: common registers only)."""
+    if kind == "cdu":
+        from rackfw.cooling.app import CduApp
+
+        return CduApp
+    if kind == "power_shelf":
+        from rackfw.power.app import PowerShelfApp
+
+        return PowerShelfApp
+    return None
+
+
+cfg = hal_js.config()
 board = Board(
     hal_js.UART(cfg.get("baud", 115200)),
     hal_js.Pin(),
@@ -31,7 +38,7 @@ board = Board(
     hal_js.Outputs(),
     hal_js.Flash(),
     hal_js.WDT(),
-    app=App,
+    app=app_class(cfg.get("board", "power_shelf")),
     unit_id=cfg.get("unit_id", 0),
     serial=cfg.get("serial", "EMU-0001"),
     hw_rev=cfg.get("hw_rev", 1),
