@@ -47,7 +47,9 @@ WORD_FCS = (3, 4)
 
 
 # ---- the wire bound --------------------------------------------------------------------------
-def transaction_s(n_regs: float, baud: int = 115200, bits_per_char: int = 11, t35_s: float = 0.00175) -> float:
+def transaction_s(
+    n_regs: float, baud: int = 115200, bits_per_char: int = 11, t35_s: float = 0.00175
+) -> float:
     """Wire time of one FC 03/04 read of ``n_regs`` registers: request (8 bytes) +
     response (5 + 2N bytes), each character ``bits_per_char`` bits (8E1: 11), plus the
     t3.5 silence before each of the two frames (fixed 1.75 ms above 19200 baud).
@@ -87,7 +89,9 @@ class OnBusThread:
     thread allowed to touch the bus and its capture while it runs)."""
 
     def __init__(self, bus: Any) -> None:
-        self._q: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
         bus.add_step_hook(self._drain)
 
     def _drain(self, now_us: int) -> None:
@@ -129,7 +133,15 @@ def _get(url: str) -> Any:
 def _counters(url: str) -> dict[str, int]:
     total: dict[str, int] = {}
     for c in _get(url + "/api/counters").values():
-        for k in ("requests", "ok", "retries", "timeouts", "crc_errors", "exceptions", "mismatched"):
+        for k in (
+            "requests",
+            "ok",
+            "retries",
+            "timeouts",
+            "crc_errors",
+            "exceptions",
+            "mismatched",
+        ):
             total[k] = total.get(k, 0) + int(c[k])
     return total
 
@@ -147,7 +159,11 @@ def _poll_histogram(url: str) -> tuple[float, int]:
 def _rows(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return int(conn.execute("SELECT (SELECT count(*) FROM recent) + (SELECT count(*) FROM sample)").fetchone()[0])
+        return int(
+            conn.execute(
+                "SELECT (SELECT count(*) FROM recent) + (SELECT count(*) FROM sample)"
+            ).fetchone()[0]
+        )
     finally:
         conn.close()
 
@@ -157,9 +173,16 @@ def _used_bytes(db: Path) -> tuple[int, int, int]:
     conn = sqlite3.connect(db)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        pages, free, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
-        rows = conn.execute("SELECT (SELECT count(*) FROM recent) + (SELECT count(*) FROM sample)").fetchone()[0]
-        series = conn.execute("SELECT count(DISTINCT series) FROM (SELECT series FROM recent UNION SELECT series FROM sample)").fetchone()[0]
+        pages, free, size = (
+            conn.execute(f"PRAGMA {p}").fetchone()[0]
+            for p in ("page_count", "freelist_count", "page_size")
+        )
+        rows = conn.execute(
+            "SELECT (SELECT count(*) FROM recent) + (SELECT count(*) FROM sample)"
+        ).fetchone()[0]
+        series = conn.execute(
+            "SELECT count(DISTINCT series) FROM (SELECT series FROM recent UNION SELECT series FROM sample)"
+        ).fetchone()[0]
     finally:
         conn.close()
     return (pages - free) * size, int(rows), int(series)
@@ -177,10 +200,16 @@ def minute_row_bytes(series: int = 150, minutes: int = 1440) -> float:
         with conn:
             conn.executemany(
                 "INSERT INTO minute(series, ts, min, sum, max, n) VALUES (?, ?, ?, ?, ?, 60)",
-                ((s, t0 + m * 60_000, 5000 + s, (5000 + s) * 60 + m, 5100 + s) for s in range(1, series + 1) for m in range(minutes)),
+                (
+                    (s, t0 + m * 60_000, 5000 + s, (5000 + s) * 60 + m, 5100 + s)
+                    for s in range(1, series + 1)
+                    for m in range(minutes)
+                ),
             )
         conn.execute("VACUUM")
-        pages, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+        pages, size = (
+            conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size")
+        )
         conn.close()
     return pages * size / (series * minutes)
 
@@ -216,8 +245,16 @@ def _decode(frames: list[Any]) -> dict[str, Any]:
             if pending_end is not None:
                 turnaround.append((f.start_us - pending_end) / 1000)
         pending_end = None
-    return {"requests": reqs, "replies": replies, "word_replies": word_replies, "registers": regs,
-            "bits": bits, "bad_frames": bad, "busy_us": busy_us, "turnaround_ms": turnaround}
+    return {
+        "requests": reqs,
+        "replies": replies,
+        "word_replies": word_replies,
+        "registers": regs,
+        "bits": bits,
+        "bad_frames": bad,
+        "busy_us": busy_us,
+        "turnaround_ms": turnaround,
+    }
 
 
 def measure(runtime: str, window_s: float = WINDOW_S) -> dict[str, Any]:
@@ -234,8 +271,20 @@ def measure(runtime: str, window_s: float = WINDOW_S) -> dict[str, Any]:
             http = _free_port()
             url = f"http://127.0.0.1:{http}"
             exe = Path(sys.executable).with_name("rackctl")
-            cmd = [str(exe), "daemon", "--config", str(CONFIG), "--port", port, "--db", str(db),
-                   "--http", f"127.0.0.1:{http}", "--log-level", "warning"]
+            cmd = [
+                str(exe),
+                "daemon",
+                "--config",
+                str(CONFIG),
+                "--port",
+                port,
+                "--db",
+                str(db),
+                "--http",
+                f"127.0.0.1:{http}",
+                "--log-level",
+                "warning",
+            ]
             log = (tmpdir / "daemon.log").open("wb")
             daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmpdir)
             try:
@@ -247,24 +296,40 @@ def measure(runtime: str, window_s: float = WINDOW_S) -> dict[str, Any]:
                     except OSError:
                         pass
                     if time.monotonic() > deadline or daemon.poll() is not None:
-                        raise RuntimeError("daemon did not bring the rack online: " + (tmpdir / "daemon.log").read_text()[-2000:])
+                        raise RuntimeError(
+                            "daemon did not bring the rack online: "
+                            + (tmpdir / "daemon.log").read_text()[-2000:]
+                        )
                     time.sleep(0.2)
                 time.sleep(WARMUP_S)
                 nodes = [p for p in children() if p != daemon.pid]
 
                 def snapshot() -> dict[str, Any]:
                     now_us = on_bus.call(lambda: (rack.capture.clear(), rack.bus.now_us)[1])
-                    return {"wall": time.monotonic(), "virt_us": now_us, "cpu": cpu_s(daemon.pid),
-                            "self_cpu": cpu_s(), "node_cpu": sum(cpu_s(p) for p in nodes),
-                            "counters": _counters(url), "hist": _poll_histogram(url), "rows": _rows(db)}
+                    return {
+                        "wall": time.monotonic(),
+                        "virt_us": now_us,
+                        "cpu": cpu_s(daemon.pid),
+                        "self_cpu": cpu_s(),
+                        "node_cpu": sum(cpu_s(p) for p in nodes),
+                        "counters": _counters(url),
+                        "hist": _poll_histogram(url),
+                        "rows": _rows(db),
+                    }
 
                 s0 = snapshot()
                 time.sleep(window_s)
                 frames = on_bus.call(lambda: rack.capture.frames())
                 now_us = on_bus.call(lambda: rack.bus.now_us)
-                s1 = {"wall": time.monotonic(), "cpu": cpu_s(daemon.pid), "self_cpu": cpu_s(),
-                      "node_cpu": sum(cpu_s(p) for p in nodes), "counters": _counters(url),
-                      "hist": _poll_histogram(url), "rows": _rows(db)}
+                s1: dict[str, Any] = {
+                    "wall": time.monotonic(),
+                    "cpu": cpu_s(daemon.pid),
+                    "self_cpu": cpu_s(),
+                    "node_cpu": sum(cpu_s(p) for p in nodes),
+                    "counters": _counters(url),
+                    "hist": _poll_histogram(url),
+                    "rows": _rows(db),
+                }
                 result["rss_kb"] = status_kb(daemon.pid, "VmRSS")
                 result["hwm_kb"] = status_kb(daemon.pid, "VmHWM")
                 result["lag_s"] = rack.runner.lag_s
@@ -301,8 +366,10 @@ def run() -> dict[str, Any]:
     kept_up = c["timeouts"] <= 0.01 * max(1, c["requests"]) and m["lag_s"] < 0.05
     fallback = ""
     if not kept_up and RUNTIME == "vm":
-        fallback = (f"The VM rack did not keep up ({c['timeouts']} timeouts in {c['requests']} requests, "
-                    f"lag {m['lag_s']:.3f} s); the numbers below are from the cpython runtime. ")
+        fallback = (
+            f"The VM rack did not keep up ({c['timeouts']} timeouts in {c['requests']} requests, "
+            f"lag {m['lag_s']:.3f} s); the numbers below are from the cpython runtime. "
+        )
         m = measure("cpython")
         c = m["counters"]
     t = m["virt_s"]
@@ -333,7 +400,11 @@ def run() -> dict[str, Any]:
         ("daemon poll step, mean (rack_poll_duration_seconds)", m["poll_ms"], "ms"),
         ("daemon capacity, back to back (1 / mean poll step)", 1000 / m["poll_ms"], "polls/s"),
         ("timeouts / requests (daemon counters)", f"{c['timeouts']} / {c['requests']}", ""),
-        ("frames with a bad CRC or cut short (capture, incl. the window edges)", m["bad_frames"], ""),
+        (
+            "frames with a bad CRC or cut short (capture, incl. the window edges)",
+            m["bad_frames"],
+            "",
+        ),
         ("daemon CPU", m["daemon_cpu_pct"], "% of a core"),
         ("daemon RSS (peak)", f"{m['rss_kb'] / 1024:.0f} ({m['hwm_kb'] / 1024:.0f})", "MiB"),
         ("rack CPU: bus runner + plants (bench process)", m["rack_cpu_pct"], "% of a core"),
@@ -352,7 +423,7 @@ block of {mean_n:.1f} registers, {bound_max:,.0f} regs/s with 125-register block
 Utilisation = achieved registers/s ÷ the bound at the same block size; "wire busy" is
 the fraction of the window during which a frame was on the wire. Polls and registers
 are decoded from a capture of the simulated wire (virtual time, paced to the wall
-clock; runner lag at the end {m['lag_s'] * 1000:.0f} ms). The daemon polls on the
+clock; runner lag at the end {m["lag_s"] * 1000:.0f} ms). The daemon polls on the
 intervals of the maps and `examples/daemon.toml`, so polls/s is the configured load
 met, not a saturation test; "capacity" extrapolates the measured mean poll step
 (request on the wire, the board's turnaround, decode, store, alarms) to polls issued
@@ -368,12 +439,16 @@ Database: rows/s measured over the window with the defaults of `examples/daemon.
 (raw 2 h, changes-only for registers polled every ≥ 5 s, heartbeat 10 min); bytes per
 raw row = used pages ÷ rows of the run's file after a checkpoint (dictionary tables
 included). Steady state per board = raw rows/s × 7200 s × row size + 14 days of
-per-minute aggregates ({m['series_per_board']:.0f} series × 1440 rows/day × {row_b:.1f} B,
+per-minute aggregates ({m["series_per_board"]:.0f} series × 1440 rows/day × {row_b:.1f} B,
 measured by filling the store's own schema); the raw window is reached after 2 h,
 the aggregates after 14 days. Regular vacuuming is assumed (freed pages are reused, so
 the file does not grow past the steady state). CPU: utime + stime from
 `/proc/<pid>/stat` over the window; RSS from `/proc/<pid>/status`."""
-    return {"title": "Host daemon against the software rack (real time, pty)", "rows": rows, "notes": notes}
+    return {
+        "title": "Host daemon against the software rack (real time, pty)",
+        "rows": rows,
+        "notes": notes,
+    }
 
 
 if __name__ == "__main__":

@@ -50,46 +50,7 @@ EVENT_TIME = const(1)  # offset; u32 ms
 EVENT_KIND = const(3)  # offset; enum
 EVENT_CODE = const(4)  # offset; u16
 EVENT_VALUE = const(5)  # offset; u16
-EVENT1_SEQ = const(44)  # u16
-EVENT1_TIME = const(45)  # u32 ms
-EVENT1_KIND = const(47)  # enum
-EVENT1_CODE = const(48)  # u16
-EVENT1_VALUE = const(49)  # u16
-EVENT2_SEQ = const(50)  # u16
-EVENT2_TIME = const(51)  # u32 ms
-EVENT2_KIND = const(53)  # enum
-EVENT2_CODE = const(54)  # u16
-EVENT2_VALUE = const(55)  # u16
-EVENT3_SEQ = const(56)  # u16
-EVENT3_TIME = const(57)  # u32 ms
-EVENT3_KIND = const(59)  # enum
-EVENT3_CODE = const(60)  # u16
-EVENT3_VALUE = const(61)  # u16
-EVENT4_SEQ = const(62)  # u16
-EVENT4_TIME = const(63)  # u32 ms
-EVENT4_KIND = const(65)  # enum
-EVENT4_CODE = const(66)  # u16
-EVENT4_VALUE = const(67)  # u16
-EVENT5_SEQ = const(68)  # u16
-EVENT5_TIME = const(69)  # u32 ms
-EVENT5_KIND = const(71)  # enum
-EVENT5_CODE = const(72)  # u16
-EVENT5_VALUE = const(73)  # u16
-EVENT6_SEQ = const(74)  # u16
-EVENT6_TIME = const(75)  # u32 ms
-EVENT6_KIND = const(77)  # enum
-EVENT6_CODE = const(78)  # u16
-EVENT6_VALUE = const(79)  # u16
-EVENT7_SEQ = const(80)  # u16
-EVENT7_TIME = const(81)  # u32 ms
-EVENT7_KIND = const(83)  # enum
-EVENT7_CODE = const(84)  # u16
-EVENT7_VALUE = const(85)  # u16
-EVENT8_SEQ = const(86)  # u16
-EVENT8_TIME = const(87)  # u32 ms
-EVENT8_KIND = const(89)  # enum
-EVENT8_CODE = const(90)  # u16
-EVENT8_VALUE = const(91)  # u16
+# instances EVENT1_* .. EVENT8_*: computed by __getattr__ (not stored)
 # block update_status: input 92..95
 UPDATE_STATE = const(92)  # enum
 UPDATE_RESULT = const(93)  # enum
@@ -121,16 +82,7 @@ PUMP_SPEED_CMD = const(1)  # offset; u16 x0.1 %
 PUMP_RPM = const(2)  # offset; u16 rpm
 PUMP_CURRENT = const(3)  # offset; u16 x0.01 A
 PUMP_RUN_HOURS = const(4)  # offset; u32 x0.01 h
-PUMP1_STATUS = const(120)  # flags16
-PUMP1_SPEED_CMD = const(121)  # u16 x0.1 %
-PUMP1_RPM = const(122)  # u16 rpm
-PUMP1_CURRENT = const(123)  # u16 x0.01 A
-PUMP1_RUN_HOURS = const(124)  # u32 x0.01 h
-PUMP2_STATUS = const(128)  # flags16
-PUMP2_SPEED_CMD = const(129)  # u16 x0.1 %
-PUMP2_RPM = const(130)  # u16 rpm
-PUMP2_CURRENT = const(131)  # u16 x0.01 A
-PUMP2_RUN_HOURS = const(132)  # u32 x0.01 h
+# instances PUMP1_* .. PUMP2_*: computed by __getattr__ (not stored)
 
 # ---- holding ---------------------------------------------------------------
 # block control: holding 0..5
@@ -299,19 +251,19 @@ HR_MAX = (
     65000, 65000,  # 120
 )
 # 0 = ro (or no register), 1 = rw, 2 = protected (needs unlock)
-HR_ACCESS = bytes((
-    1,1,1,1,2,2,0,0,0,0,0,0,0,0,0,0,2,1,1,1,1,1,1,1,1,0,0,0,0,0,0,0,  # 0
-    1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,  # 32
-    1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,  # 64
-    0,0,0,0,1,1,1,1,1,1,2,2,2,2,2,2,2,0,0,0,2,2,2,2,2,2,  # 96
-))
+HR_ACCESS = (
+    b"\x01\x01\x01\x01\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 32
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 64
+    b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x02\x02\x02\x02\x02\x02\x02\x00\x00\x00\x02\x02\x02\x02\x02\x02"  # 96
+)
 # 1 where the register is i16 (compare the written word as signed)
-HR_SIGNED = bytes((
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 0
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 32
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 64
-    0,0,0,0,0,1,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,  # 96
-))
+HR_SIGNED = (
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 32
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 64
+    b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 96
+)
 # Factory defaults (raw words; signed registers as signed ints)
 HR_DEFAULT = (
     0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0,  # 0
@@ -327,9 +279,44 @@ HR_DEFAULT = (
     200, 0,  # 120
 )
 # 1 where the register is part of the stored configuration (flash)
-HR_PERSIST = bytes((
-    0,0,0,0,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 0
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 32
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 64
-    0,0,0,0,1,1,1,1,1,1,1,1,1,1,1,1,1,0,0,0,1,1,1,1,1,1,  # 96
-))
+HR_PERSIST = (
+    b"\x00\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 32
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 64
+    b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x01\x01\x01\x01\x01\x01"  # 96
+)
+
+# Per-instance names of repeated blocks (PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V)
+# are computed here instead of being stored: each stored name would cost RAM on the board.
+# (prefix, base, stride, count, "MEMBER:offset[:words] ...")
+_INSTANCES = (
+    ("EVENT", EVENT_BASE, EVENT_STRIDE, EVENT_COUNT,
+     "SEQ:0 TIME:1 KIND:3 CODE:4 VALUE:5"),
+    ("PUMP", PUMP_BASE, PUMP_STRIDE, PUMP_COUNT,
+     "STATUS:0 SPEED_CMD:1 RPM:2 CURRENT:3 RUN_HOURS:4"),
+)
+TYPE_CHECKING = const(0)
+if not TYPE_CHECKING:
+    def __getattr__(name):
+        for prefix, base, stride, count, members in _INSTANCES:
+            p = len(prefix)
+            if not name.startswith(prefix):
+                continue
+            i = p
+            while i < len(name) and "0" <= name[i] <= "9":
+                i += 1
+            if i == p or i >= len(name) or name[i] != "_" or name[p] == "0":
+                continue
+            n = int(name[p:i])
+            if n > count:
+                continue
+            member = name[i + 1:]
+            words = member.endswith("_WORDS")
+            for spec in members.split(" "):
+                parts = spec.split(":")
+                if parts[0] == member and not words:
+                    return base + (n - 1) * stride + int(parts[1])
+                if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
+                    return int(parts[2])
+        raise AttributeError(name)
+

@@ -50,46 +50,7 @@ EVENT_TIME = const(1)  # offset; u32 ms
 EVENT_KIND = const(3)  # offset; enum
 EVENT_CODE = const(4)  # offset; u16
 EVENT_VALUE = const(5)  # offset; u16
-EVENT1_SEQ = const(44)  # u16
-EVENT1_TIME = const(45)  # u32 ms
-EVENT1_KIND = const(47)  # enum
-EVENT1_CODE = const(48)  # u16
-EVENT1_VALUE = const(49)  # u16
-EVENT2_SEQ = const(50)  # u16
-EVENT2_TIME = const(51)  # u32 ms
-EVENT2_KIND = const(53)  # enum
-EVENT2_CODE = const(54)  # u16
-EVENT2_VALUE = const(55)  # u16
-EVENT3_SEQ = const(56)  # u16
-EVENT3_TIME = const(57)  # u32 ms
-EVENT3_KIND = const(59)  # enum
-EVENT3_CODE = const(60)  # u16
-EVENT3_VALUE = const(61)  # u16
-EVENT4_SEQ = const(62)  # u16
-EVENT4_TIME = const(63)  # u32 ms
-EVENT4_KIND = const(65)  # enum
-EVENT4_CODE = const(66)  # u16
-EVENT4_VALUE = const(67)  # u16
-EVENT5_SEQ = const(68)  # u16
-EVENT5_TIME = const(69)  # u32 ms
-EVENT5_KIND = const(71)  # enum
-EVENT5_CODE = const(72)  # u16
-EVENT5_VALUE = const(73)  # u16
-EVENT6_SEQ = const(74)  # u16
-EVENT6_TIME = const(75)  # u32 ms
-EVENT6_KIND = const(77)  # enum
-EVENT6_CODE = const(78)  # u16
-EVENT6_VALUE = const(79)  # u16
-EVENT7_SEQ = const(80)  # u16
-EVENT7_TIME = const(81)  # u32 ms
-EVENT7_KIND = const(83)  # enum
-EVENT7_CODE = const(84)  # u16
-EVENT7_VALUE = const(85)  # u16
-EVENT8_SEQ = const(86)  # u16
-EVENT8_TIME = const(87)  # u32 ms
-EVENT8_KIND = const(89)  # enum
-EVENT8_CODE = const(90)  # u16
-EVENT8_VALUE = const(91)  # u16
+# instances EVENT1_* .. EVENT8_*: computed by __getattr__ (not stored)
 # block update_status: input 92..95
 UPDATE_STATE = const(92)  # enum
 UPDATE_RESULT = const(93)  # enum
@@ -111,16 +72,7 @@ FEED_V = const(1)  # offset; u16 x0.1 V
 FEED_I = const(2)  # offset; u16 x0.01 A
 FEED_P = const(3)  # offset; u16 W
 FEED_FREQ = const(4)  # offset; u16 x0.01 Hz
-FEED1_STATE = const(108)  # enum
-FEED1_V = const(109)  # u16 x0.1 V
-FEED1_I = const(110)  # u16 x0.01 A
-FEED1_P = const(111)  # u16 W
-FEED1_FREQ = const(112)  # u16 x0.01 Hz
-FEED2_STATE = const(114)  # enum
-FEED2_V = const(115)  # u16 x0.1 V
-FEED2_I = const(116)  # u16 x0.01 A
-FEED2_P = const(117)  # u16 W
-FEED2_FREQ = const(118)  # u16 x0.01 Hz
+# instances FEED1_* .. FEED2_*: computed by __getattr__ (not stored)
 # block bbu: input 120..129
 BBU_SOC = const(120)  # u16 x0.1 %
 BBU_V = const(121)  # u16 x0.01 V
@@ -149,102 +101,7 @@ PSU_FAN_RPM = const(10)  # offset; u16 rpm
 PSU_FW_VERSION = const(11)  # offset; u16
 PSU_SERIAL = const(12)  # offset; string[16]
 PSU_MODEL = const(20)  # offset; string[16]
-PSU1_STATUS = const(130)  # flags16
-PSU1_OUT_LIMIT = const(131)  # u16 x0.1 %
-PSU1_IN_V = const(132)  # u16 x0.1 V
-PSU1_IN_I = const(133)  # u16 x0.01 A
-PSU1_IN_P = const(134)  # u16 W
-PSU1_OUT_V = const(135)  # u16 x0.01 V
-PSU1_OUT_I = const(136)  # u16 x0.01 A
-PSU1_OUT_P = const(137)  # u16 W
-PSU1_TEMP_INLET = const(138)  # i16 x0.1 °C
-PSU1_TEMP_HOTSPOT = const(139)  # i16 x0.1 °C
-PSU1_FAN_RPM = const(140)  # u16 rpm
-PSU1_FW_VERSION = const(141)  # u16
-PSU1_SERIAL = const(142)  # string[16]
-PSU1_SERIAL_WORDS = const(8)
-PSU1_MODEL = const(150)  # string[16]
-PSU1_MODEL_WORDS = const(8)
-PSU2_STATUS = const(162)  # flags16
-PSU2_OUT_LIMIT = const(163)  # u16 x0.1 %
-PSU2_IN_V = const(164)  # u16 x0.1 V
-PSU2_IN_I = const(165)  # u16 x0.01 A
-PSU2_IN_P = const(166)  # u16 W
-PSU2_OUT_V = const(167)  # u16 x0.01 V
-PSU2_OUT_I = const(168)  # u16 x0.01 A
-PSU2_OUT_P = const(169)  # u16 W
-PSU2_TEMP_INLET = const(170)  # i16 x0.1 °C
-PSU2_TEMP_HOTSPOT = const(171)  # i16 x0.1 °C
-PSU2_FAN_RPM = const(172)  # u16 rpm
-PSU2_FW_VERSION = const(173)  # u16
-PSU2_SERIAL = const(174)  # string[16]
-PSU2_SERIAL_WORDS = const(8)
-PSU2_MODEL = const(182)  # string[16]
-PSU2_MODEL_WORDS = const(8)
-PSU3_STATUS = const(194)  # flags16
-PSU3_OUT_LIMIT = const(195)  # u16 x0.1 %
-PSU3_IN_V = const(196)  # u16 x0.1 V
-PSU3_IN_I = const(197)  # u16 x0.01 A
-PSU3_IN_P = const(198)  # u16 W
-PSU3_OUT_V = const(199)  # u16 x0.01 V
-PSU3_OUT_I = const(200)  # u16 x0.01 A
-PSU3_OUT_P = const(201)  # u16 W
-PSU3_TEMP_INLET = const(202)  # i16 x0.1 °C
-PSU3_TEMP_HOTSPOT = const(203)  # i16 x0.1 °C
-PSU3_FAN_RPM = const(204)  # u16 rpm
-PSU3_FW_VERSION = const(205)  # u16
-PSU3_SERIAL = const(206)  # string[16]
-PSU3_SERIAL_WORDS = const(8)
-PSU3_MODEL = const(214)  # string[16]
-PSU3_MODEL_WORDS = const(8)
-PSU4_STATUS = const(226)  # flags16
-PSU4_OUT_LIMIT = const(227)  # u16 x0.1 %
-PSU4_IN_V = const(228)  # u16 x0.1 V
-PSU4_IN_I = const(229)  # u16 x0.01 A
-PSU4_IN_P = const(230)  # u16 W
-PSU4_OUT_V = const(231)  # u16 x0.01 V
-PSU4_OUT_I = const(232)  # u16 x0.01 A
-PSU4_OUT_P = const(233)  # u16 W
-PSU4_TEMP_INLET = const(234)  # i16 x0.1 °C
-PSU4_TEMP_HOTSPOT = const(235)  # i16 x0.1 °C
-PSU4_FAN_RPM = const(236)  # u16 rpm
-PSU4_FW_VERSION = const(237)  # u16
-PSU4_SERIAL = const(238)  # string[16]
-PSU4_SERIAL_WORDS = const(8)
-PSU4_MODEL = const(246)  # string[16]
-PSU4_MODEL_WORDS = const(8)
-PSU5_STATUS = const(258)  # flags16
-PSU5_OUT_LIMIT = const(259)  # u16 x0.1 %
-PSU5_IN_V = const(260)  # u16 x0.1 V
-PSU5_IN_I = const(261)  # u16 x0.01 A
-PSU5_IN_P = const(262)  # u16 W
-PSU5_OUT_V = const(263)  # u16 x0.01 V
-PSU5_OUT_I = const(264)  # u16 x0.01 A
-PSU5_OUT_P = const(265)  # u16 W
-PSU5_TEMP_INLET = const(266)  # i16 x0.1 °C
-PSU5_TEMP_HOTSPOT = const(267)  # i16 x0.1 °C
-PSU5_FAN_RPM = const(268)  # u16 rpm
-PSU5_FW_VERSION = const(269)  # u16
-PSU5_SERIAL = const(270)  # string[16]
-PSU5_SERIAL_WORDS = const(8)
-PSU5_MODEL = const(278)  # string[16]
-PSU5_MODEL_WORDS = const(8)
-PSU6_STATUS = const(290)  # flags16
-PSU6_OUT_LIMIT = const(291)  # u16 x0.1 %
-PSU6_IN_V = const(292)  # u16 x0.1 V
-PSU6_IN_I = const(293)  # u16 x0.01 A
-PSU6_IN_P = const(294)  # u16 W
-PSU6_OUT_V = const(295)  # u16 x0.01 V
-PSU6_OUT_I = const(296)  # u16 x0.01 A
-PSU6_OUT_P = const(297)  # u16 W
-PSU6_TEMP_INLET = const(298)  # i16 x0.1 °C
-PSU6_TEMP_HOTSPOT = const(299)  # i16 x0.1 °C
-PSU6_FAN_RPM = const(300)  # u16 rpm
-PSU6_FW_VERSION = const(301)  # u16
-PSU6_SERIAL = const(302)  # string[16]
-PSU6_SERIAL_WORDS = const(8)
-PSU6_MODEL = const(310)  # string[16]
-PSU6_MODEL_WORDS = const(8)
+# instances PSU1_* .. PSU6_*: computed by __getattr__ (not stored)
 
 # ---- holding ---------------------------------------------------------------
 # block control: holding 0..5
@@ -279,18 +136,7 @@ PSU_CTL_STRIDE = const(4)
 PSU_CTL_COUNT = const(6)
 PSU_CTL_ON_CMD = const(0)  # offset; enum rw
 PSU_CTL_OC_DELAY = const(1)  # offset; u16 ms protected
-PSU1_ON_CMD = const(110)  # enum rw
-PSU1_OC_DELAY = const(111)  # u16 ms protected
-PSU2_ON_CMD = const(114)  # enum rw
-PSU2_OC_DELAY = const(115)  # u16 ms protected
-PSU3_ON_CMD = const(118)  # enum rw
-PSU3_OC_DELAY = const(119)  # u16 ms protected
-PSU4_ON_CMD = const(122)  # enum rw
-PSU4_OC_DELAY = const(123)  # u16 ms protected
-PSU5_ON_CMD = const(126)  # enum rw
-PSU5_OC_DELAY = const(127)  # u16 ms protected
-PSU6_ON_CMD = const(130)  # enum rw
-PSU6_OC_DELAY = const(131)  # u16 ms protected
+# instances PSU1_* .. PSU6_*: computed by __getattr__ (not stored)
 
 # ---- coil ------------------------------------------------------------------
 # block common_coils: coil 0..0
@@ -307,18 +153,7 @@ PSU_BITS_STRIDE = const(2)
 PSU_BITS_COUNT = const(6)
 PSU_BITS_PRESENT_BIT = const(0)  # offset; bool
 PSU_BITS_GOOD_BIT = const(1)  # offset; bool
-PSU1_PRESENT_BIT = const(100)  # bool
-PSU1_GOOD_BIT = const(101)  # bool
-PSU2_PRESENT_BIT = const(102)  # bool
-PSU2_GOOD_BIT = const(103)  # bool
-PSU3_PRESENT_BIT = const(104)  # bool
-PSU3_GOOD_BIT = const(105)  # bool
-PSU4_PRESENT_BIT = const(106)  # bool
-PSU4_GOOD_BIT = const(107)  # bool
-PSU5_PRESENT_BIT = const(108)  # bool
-PSU5_GOOD_BIT = const(109)  # bool
-PSU6_PRESENT_BIT = const(110)  # bool
-PSU6_GOOD_BIT = const(111)  # bool
+# instances PSU1_* .. PSU6_*: computed by __getattr__ (not stored)
 
 # Flag masks: F_<SET>_<BIT> = 1 << bit
 F_SHELF_STATUS_REDUNDANCY_OK = const(1)
@@ -434,21 +269,21 @@ HR_MAX = (
     0, 0, 1, 5000, 0, 0, 1, 5000, 0, 0, 1, 5000,  # 120
 )
 # 0 = ro (or no register), 1 = rw, 2 = protected (needs unlock)
-HR_ACCESS = bytes((
-    1,1,1,1,2,2,0,0,0,0,0,0,0,0,0,0,2,1,1,1,1,1,1,1,1,0,0,0,0,0,0,0,  # 0
-    1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,  # 32
-    1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,  # 64
-    0,0,0,0,1,1,2,2,2,2,1,1,0,0,1,2,0,0,1,2,0,0,1,2,0,0,1,2,0,0,1,2,  # 96
-    0,0,1,2,  # 128
-))
+HR_ACCESS = (
+    b"\x01\x01\x01\x01\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 32
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 64
+    b"\x00\x00\x00\x00\x01\x01\x02\x02\x02\x02\x01\x01\x00\x00\x01\x02\x00\x00\x01\x02\x00\x00\x01\x02\x00\x00\x01\x02\x00\x00\x01\x02"  # 96
+    b"\x00\x00\x01\x02"  # 128
+)
 # 1 where the register is i16 (compare the written word as signed)
-HR_SIGNED = bytes((
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 0
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 32
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 64
-    0,0,0,0,0,0,0,0,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 96
-    0,0,0,0,  # 128
-))
+HR_SIGNED = (
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 32
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 64
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 96
+    b"\x00\x00\x00\x00"  # 128
+)
 # Factory defaults (raw words; signed registers as signed ints)
 HR_DEFAULT = (
     0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0,  # 0
@@ -464,10 +299,51 @@ HR_DEFAULT = (
     0, 0, 1, 200, 0, 0, 1, 200, 0, 0, 1, 200,  # 120
 )
 # 1 where the register is part of the stored configuration (flash)
-HR_PERSIST = bytes((
-    0,0,0,0,1,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 0
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 32
-    0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,  # 64
-    0,0,0,0,1,0,1,1,1,1,1,1,0,0,1,1,0,0,1,1,0,0,1,1,0,0,1,1,0,0,1,1,  # 96
-    0,0,1,1,  # 128
-))
+HR_PERSIST = (
+    b"\x00\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 32
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 64
+    b"\x00\x00\x00\x00\x01\x00\x01\x01\x01\x01\x01\x01\x00\x00\x01\x01\x00\x00\x01\x01\x00\x00\x01\x01\x00\x00\x01\x01\x00\x00\x01\x01"  # 96
+    b"\x00\x00\x01\x01"  # 128
+)
+
+# Per-instance names of repeated blocks (PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V)
+# are computed here instead of being stored: each stored name would cost RAM on the board.
+# (prefix, base, stride, count, "MEMBER:offset[:words] ...")
+_INSTANCES = (
+    ("EVENT", EVENT_BASE, EVENT_STRIDE, EVENT_COUNT,
+     "SEQ:0 TIME:1 KIND:3 CODE:4 VALUE:5"),
+    ("FEED", FEED_BASE, FEED_STRIDE, FEED_COUNT,
+     "STATE:0 V:1 I:2 P:3 FREQ:4"),
+    ("PSU", PSU_BASE, PSU_STRIDE, PSU_COUNT,
+     "STATUS:0 OUT_LIMIT:1 IN_V:2 IN_I:3 IN_P:4 OUT_V:5 OUT_I:6 OUT_P:7 TEMP_INLET:8 TEMP_HOTSPOT:9 FAN_RPM:10 FW_VERSION:11 SERIAL:12:8 MODEL:20:8"),
+    ("PSU", PSU_CTL_BASE, PSU_CTL_STRIDE, PSU_CTL_COUNT,
+     "ON_CMD:0 OC_DELAY:1"),
+    ("PSU", PSU_BITS_BASE, PSU_BITS_STRIDE, PSU_BITS_COUNT,
+     "PRESENT_BIT:0 GOOD_BIT:1"),
+)
+TYPE_CHECKING = const(0)
+if not TYPE_CHECKING:
+    def __getattr__(name):
+        for prefix, base, stride, count, members in _INSTANCES:
+            p = len(prefix)
+            if not name.startswith(prefix):
+                continue
+            i = p
+            while i < len(name) and "0" <= name[i] <= "9":
+                i += 1
+            if i == p or i >= len(name) or name[i] != "_" or name[p] == "0":
+                continue
+            n = int(name[p:i])
+            if n > count:
+                continue
+            member = name[i + 1:]
+            words = member.endswith("_WORDS")
+            for spec in members.split(" "):
+                parts = spec.split(":")
+                if parts[0] == member and not words:
+                    return base + (n - 1) * stride + int(parts[1])
+                if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
+                    return int(parts[2])
+        raise AttributeError(name)
+

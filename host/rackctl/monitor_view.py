@@ -175,6 +175,67 @@ def render(
     return Group(*parts)
 
 
+# the readings an operator scans first, per board type (the rest: rackctl monitor)
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "power_shelf": ("dc_v", "dc_i", "dc_p", "psus_on", "psus_present", "bbu_mode", "bbu_soc",
+                    "shelf_status"),
+    "cdu": ("mode", "t_supply", "t_return", "flow", "dp", "valve_pos", "lead_pump", "alarms",
+            "leak_zones"),
+}
+
+
+def _cell(sample: Sample | None) -> str:
+    if sample is None:
+        return "-"
+    text = _format(sample.value)
+    return f"{text} {sample.unit}" if sample.unit and text != "-" else text
+
+
+def rack_overview(
+    devices: Iterable[DeviceView],
+    latest: Mapping[int, Mapping[str, Sample]],
+    alarms: Iterable[AlarmView] = (),
+    footer: str = "",
+) -> RenderableType:
+    """A compact rack view: one table per board type, one row per device, key readings
+    only, then the alarm table. Fits a normal terminal for a whole rack."""
+    alarms = list(alarms)
+    hot = alarming_registers(alarms)
+    devices = list(devices)
+    parts: list[RenderableType] = []
+    for board, names in HEADLINE.items():
+        rows = [d for d in devices if d.board == board]
+        if not rows:
+            continue
+        table = Table(title=board, expand=False, title_justify="left")
+        for col in ("id", "name", "state", *names):
+            table.add_column(col, justify="right" if col in names[:5] else "left")
+        for dev in rows:
+            values = latest.get(dev.id, {})
+            state = Text("online", style="green") if dev.online else Text(dev.state, style="bold red")
+            cells: list[Any] = [str(dev.id), dev.name, state]
+            for name in names:
+                sample = values.get(name)
+                style = ""
+                if (dev.id, name) in hot:
+                    style = SEVERITY_STYLE.get(hot[(dev.id, name)], "bold red")
+                elif sample is not None and _flag_alarm(name, sample.value):
+                    style = "bold red"
+                cells.append(Text(_cell(sample), style=style))
+            table.add_row(*cells)
+        parts.append(table)
+    others = [d for d in devices if d.board not in HEADLINE]
+    if others:
+        parts.append(Text("other devices: " + ", ".join(f"{d.id} {d.name}" for d in others)))
+    if not devices:
+        parts.append(Text("no devices yet", style="dim"))
+    if alarms:
+        parts.append(alarm_table(alarms))
+    if footer:
+        parts.append(Text(footer, style="dim"))
+    return Group(*parts)
+
+
 def summary_line(
     devices: Iterable[DeviceView],
     latest: Mapping[int, Mapping[str, Sample]],

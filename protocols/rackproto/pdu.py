@@ -5,6 +5,9 @@ responses, so the wire layout of every message is written down once and both
 parsing and building come from it. Parsed messages become small frozen
 dataclasses (``ReadRequest``, ``ReadRegistersResponse``, ...), each with a
 ``function`` attribute, so callers match on type instead of poking at dicts.
+Those classes, the function codes and the spec limits live in
+:mod:`rackproto.pdu_types` and are re-exported here: ``from rackproto import pdu``
+is the one import a caller needs.
 
 Limits follow the Modbus Application Protocol Specification V1.1b3 (quantities
 per function code, byte counts consistent with quantities). A message outside
@@ -93,62 +96,24 @@ from rackproto.pdu_types import (
 # The vocabulary (function codes, limits, typed results and their checks) lives in
 # rackproto.pdu_types; it is re-exported here, so callers import rackproto.pdu only.
 __all__ = [
-    "COIL_OFF",
-    "COIL_ON",
-    "DIAGNOSTIC_NAMES",
-    "DIAGNOSTICS",
-    "ENCAPSULATED_INTERFACE",
-    "FUNCTION_NAMES",
-    "MAX_PDU",
-    "MAX_READ_BITS",
-    "MAX_READ_REGISTERS",
-    "MAX_RW_READ",
-    "MAX_RW_WRITE",
-    "MAX_WRITE_COILS",
-    "MAX_WRITE_REGISTERS",
-    "MEI_READ_DEVICE_ID",
-    "PDU_TYPES",
-    "READ_COILS",
-    "READ_DISCRETE_INPUTS",
-    "READ_HOLDING_REGISTERS",
-    "READ_INPUT_REGISTERS",
-    "READ_WRITE_MULTIPLE_REGISTERS",
-    "WRITE_MULTIPLE_COILS",
-    "WRITE_MULTIPLE_REGISTERS",
-    "WRITE_SINGLE_COIL",
-    "WRITE_SINGLE_REGISTER",
-    "DeviceIdRequest",
-    "DeviceIdResponse",
-    "Diagnostics",
-    "ExceptionResponse",
-    "Pdu",
-    "ReadBitsResponse",
-    "ReadRegistersResponse",
-    "ReadRequest",
-    "ReadWriteRequest",
-    "Role",
-    "WriteCoilsRequest",
-    "WriteMultipleResponse",
-    "WriteRegistersRequest",
-    "WriteSingle",
-    "check_quantity",
-    "check_register_payload",
-    "check_words_16",
-    "validate",
-    "DEVICE_ID_REQUEST",
-    "DEVICE_OBJECT",
-    "DEVICE_ID_RESPONSE",
-    "EXCEPTION_BODY",
-    "REGISTERS_RESPONSE_COMPILED",
-    "pack_bits",
-    "unpack_bits",
-    "REQUEST_PARSERS",
-    "RESPONSE_PARSERS",
-    "BYTE_COUNT_AT",
-    "decode_request",
-    "decode_response",
-    "decode",
-    "encode",
+    # re-exported from rackproto.pdu_types
+    "COIL_OFF", "COIL_ON", "DIAGNOSTIC_NAMES", "DIAGNOSTICS", "ENCAPSULATED_INTERFACE",
+    "FUNCTION_NAMES", "MAX_PDU", "MAX_READ_BITS", "MAX_READ_REGISTERS", "MAX_RW_READ",
+    "MAX_RW_WRITE", "MAX_WRITE_COILS", "MAX_WRITE_REGISTERS", "MEI_READ_DEVICE_ID",
+    "PDU_TYPES", "READ_COILS", "READ_DISCRETE_INPUTS", "READ_HOLDING_REGISTERS",
+    "READ_INPUT_REGISTERS", "READ_WRITE_MULTIPLE_REGISTERS", "WRITE_MULTIPLE_COILS",
+    "WRITE_MULTIPLE_REGISTERS", "WRITE_SINGLE_COIL", "WRITE_SINGLE_REGISTER",
+    "DeviceIdRequest", "DeviceIdResponse", "Diagnostics", "ExceptionResponse", "Pdu",
+    "ReadBitsResponse", "ReadRegistersResponse", "ReadRequest", "ReadWriteRequest", "Role",
+    "WriteCoilsRequest", "WriteMultipleResponse", "WriteRegistersRequest", "WriteSingle",
+    "check_quantity", "check_register_payload", "check_words_16", "validate",
+    # this module: Construct layouts, bit packing, decode/encode
+    "WordArray", "READ_REQUEST", "BITS_RESPONSE", "REGISTERS_RESPONSE", "WRITE_SINGLE",
+    "WRITE_COILS_REQUEST", "WRITE_REGISTERS_REQUEST", "WRITE_MULTIPLE_RESPONSE",
+    "DIAGNOSTICS_BODY", "READ_WRITE_REQUEST", "DEVICE_ID_REQUEST", "DEVICE_OBJECT",
+    "DEVICE_ID_RESPONSE", "EXCEPTION_BODY", "REGISTERS_RESPONSE_COMPILED", "pack_bits",
+    "unpack_bits", "REQUEST_PARSERS", "RESPONSE_PARSERS", "BYTE_COUNT_AT", "decode_request",
+    "decode_response", "decode", "encode",
 ]
 
 

@@ -1,11 +1,12 @@
-"""Modbus function codes, spec limits and the typed PDU classes.
+"""Modbus function codes, spec limits, the typed PDU classes and their checks.
 
 Split from :mod:`rackproto.pdu` so the vocabulary of a Modbus message -- which
-function codes exist, how many items one may carry, and the small frozen
-dataclasses a parsed PDU becomes (``ReadRequest``, ``ReadRegistersResponse``, ...)
--- can be read and imported without the Construct layouts and codec behind them.
-:mod:`rackproto.pdu` re-exports every name here, so ``from rackproto import pdu``
-stays the one import callers need; the limits are enforced by ``pdu.validate``.
+function codes exist, how many items one may carry, the small frozen dataclasses a
+parsed PDU becomes (``ReadRequest``, ``ReadRegistersResponse``, ...) and
+:func:`validate`, which holds a PDU to the limits of the Modbus Application
+Protocol Specification V1.1b3 -- can be read without the Construct layouts and the
+codec behind them. :mod:`rackproto.pdu` re-exports every name here, so
+``from rackproto import pdu`` stays the one import callers need.
 """
 
 from __future__ import annotations
@@ -211,17 +212,20 @@ PDU_TYPES = (
 
 # Checks shared by parse and build ------------------------------------------------
 def check_quantity(what: str, value: int, high: int) -> None:
+    """A quantity field (items to read or write) must be 1..``high`` (exception 03)."""
     if not 1 <= value <= high:
         raise QuantityError(f"{what} {value} outside 1..{high}")
 
 
 def check_words_16(values: tuple[int, ...]) -> None:
+    """Register values must fit a 16-bit word before they are built into a frame."""
     for v in values:
         if not 0 <= v <= 0xFFFF:
             raise FrameError(f"register value {v} is not an unsigned 16-bit word")
 
 
 def check_register_payload(byte_count: int, high: int) -> None:
+    """A register payload is an even byte count of 1..``high`` words."""
     if byte_count % 2 or not 2 <= byte_count <= 2 * high:
         raise QuantityError(f"register byte count {byte_count} is odd or outside 2..{2 * high}")
 

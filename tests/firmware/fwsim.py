@@ -1,181 +1,74 @@
-"""CPython fakes of the firmware HAL and a virtual-time runner for one Board.
+"""A virtual-time runner for one Board under CPython, on rackhil's HAL fakes.
 
-These mirror the HAL in docs/contracts.md closely enough for the conformance
-suite and follow the same ``deliver``/``advance`` semantics as the rackhil
-nodes, so one suite runs against this runner and the MicroPython VM alike.
-(rackhil.fake_hal / CPythonNode are the shared versions for HIL tests; the
-core's tests keep their own so they can poke at flash cuts and timing edges.)
+The fakes themselves are :mod:`rackhil.fake_hal`'s (the ones ``CPythonNode`` uses,
+built to behave like the VM's JS HAL), so the firmware-core tests and the HIL tests
+agree on what a UART, a flash chip or a clock does. What this module adds is what
+the core's tests need beyond a bus node:
+
+* :class:`SimBoard` -- ``deliver``/``advance`` like the rackhil nodes, but with the
+  hardware objects in reach (``sim.uart``, ``sim.flash``, ``sim.de`` ...), no
+  watchdog resets, no stdout capture, and exceptions raised straight from
+  ``poll()`` so a test sees the firmware's own traceback;
+* :class:`FakeUart` with ``stuck`` (a wedged transmitter) and the module-level
+  ``FakeUart`` name that ``SimBoard`` looks up at construction, so a test can swap
+  in a subclass (e.g. one with ``set_baud``);
+* :class:`FakeFlash` at 64 KiB by default, the smallest flash the core supports;
+* :class:`Transactor` -- request/response over any Node.
 """
 
 from __future__ import annotations
 
 import heapq
-import sys
-import types
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from rackhil import fake_hal, shim
+from rackhil.fake_hal import FakeOutputs, FakePin, FakeSensors, FakeWdt, PowerCut, VirtualClock
 
+shim.install()  # ``from micropython import const`` for rackfw under CPython
 
-def ensure_micropython_shim() -> None:
-    """Make ``from micropython import const`` work under CPython."""
-    try:
-        import micropython  # noqa: F401
+__all__ = [
+    "FakeClock", "FakeFlash", "FakeOutputs", "FakePin", "FakeSensors", "FakeUart", "FakeWdt",
+    "PowerCut", "SimBoard", "Transactor",
+]
 
-        return
-    except ImportError:
-        pass
-    shim = ROOT / "hil_tests" / "rackhil" / "shim"
-    if (shim / "micropython.py").exists():
-        sys.path.insert(0, str(shim))
-        return
-    m = types.ModuleType("micropython")
-    m.const = lambda x: x  # type: ignore[attr-defined]
-    m.heap_lock = lambda: 0  # type: ignore[attr-defined]
-    m.heap_unlock = lambda: 0  # type: ignore[attr-defined]
-    sys.modules["micropython"] = m
+#: rackhil's virtual clock (wraps at 2**30 like MicroPython's ``time.ticks_*``).
+FakeClock = VirtualClock
 
 
-ensure_micropython_shim()
+class FakeUart(fake_hal.FakeUart):
+    """rackhil's fake UART, plus ``stuck``: True wedges the transmitter (a started
+    transmission never completes, so ``tx_done()`` stays false)."""
 
-TICKS_MASK = (1 << 30) - 1
+    stuck = False
 
-
-class PowerCut(Exception):
-    """The fake flash lost power in the middle of an operation."""
-
-
-class FakeClock:
-    def __init__(self, start_us: int = 0) -> None:
-        self.us = start_us
-
-    def ticks_us(self) -> int:
-        return self.us & TICKS_MASK
-
-    def ticks_ms(self) -> int:
-        return (self.us // 1000) & TICKS_MASK
+    def finish_tx(self) -> bool:
+        return False if self.stuck else super().finish_tx()
 
 
-class FakePin:
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.level = 0
-        self.log: list[tuple[int, int]] = []
+class FakeFlash(fake_hal.FakeFlash):
+    """rackhil's NOR flash (``cut_after`` tears a write), 64 KiB unless told."""
 
-    def value(self, v: int) -> None:
-        self.level = v
-        self.log.append((self.clock.us, v))
-
-
-class FakeUart:
-    def __init__(self, clock: FakeClock, baud: int = 115200, bits: int = 11) -> None:
-        self.clock = clock
-        self.baud = baud
-        self.byte_us = bits * 1_000_000 // baud
-        self.rx: list[int] = []
-        self.sent: list[tuple[int, bytes]] = []
-        self.tx_end = 0
-        self.stuck = False  # True: transmissions never complete (wedged UART)
-
-    def any(self) -> int:
-        return len(self.rx)
-
-    def read_byte(self) -> int:
-        return self.rx.pop(0) if self.rx else -1
-
-    def send(self, buf, n: int) -> None:
-        self.sent.append((self.clock.us, bytes(buf[:n])))
-        self.tx_end = self.clock.us + n * self.byte_us
-
-    def tx_done(self) -> bool:
-        return not self.stuck and self.clock.us >= self.tx_end
-
-
-class FakeSensors:
-    def __init__(self) -> None:
-        self.values: dict[int, int] = {}
-
-    def read(self, ch: int) -> int:
-        return self.values.get(ch, 0)
-
-
-class FakeOutputs:
-    def __init__(self) -> None:
-        self.values: dict[int, int] = {}
-
-    def write(self, ch: int, value: int) -> None:
-        self.values[ch] = value
-
-    def read(self, ch: int) -> int:
-        return self.values.get(ch, 0)
-
-
-class FakeFlash:
-    """NOR-like flash: erase sets 0xFF, programming can only clear bits.
-
-    ``cut_after`` = N lets exactly N more bytes be programmed or erased, then
-    raises PowerCut (the board lost power mid-operation).
-    """
-
-    SECTOR = 4096
-
-    def __init__(self, size: int = 64 * 1024) -> None:
-        self.mem = bytearray(b"\xff" * size)
-        self.cut_after: int | None = None
-        self.writes = 0
-        self.erases = 0
-
-    def size(self) -> int:
-        return len(self.mem)
-
-    def read(self, offset: int, buf, n: int) -> None:
-        buf[:n] = self.mem[offset : offset + n]
-
-    def _budget(self, n: int) -> int:
-        if self.cut_after is None:
-            return n
-        ok = min(n, self.cut_after)
-        self.cut_after -= ok
-        return ok
-
-    def write(self, offset: int, buf, n: int) -> None:
-        self.writes += 1
-        ok = self._budget(n)
-        for i in range(ok):
-            self.mem[offset + i] &= buf[i]
-        if ok < n:
-            raise PowerCut(f"cut while programming at {offset + ok:#x}")
-
-    def erase(self, offset: int, n: int) -> None:
-        if offset % self.SECTOR or n % self.SECTOR:
-            raise ValueError("erase must be sector aligned")
-        self.erases += 1
-        ok = self._budget(n)
-        self.mem[offset : offset + ok] = b"\xff" * ok
-        if ok < n:
-            raise PowerCut(f"cut while erasing at {offset + ok:#x}")
-
-
-class FakeWdt:
-    def __init__(self) -> None:
-        self.feeds = 0
-
-    def feed(self) -> None:
-        self.feeds += 1
+    def __init__(self, size: int = 64 * 1024, image: bytes = b"") -> None:
+        super().__init__(size, image)
 
 
 class SimBoard:
-    """A Board under CPython in virtual time (Node protocol: deliver / advance)."""
+    """A Board under CPython in virtual time (Node protocol: deliver / advance).
+
+    ``poll()`` runs on every RX byte arrival, at the end of a transmission and when
+    the delay it returned has passed -- the same schedule as ``CPythonNode`` and the
+    VM worker. A negative delay fails the test (the Board contract says never).
+    """
 
     def __init__(
         self,
-        app=None,
+        app: Any = None,
         unit_id: int = 1,
         baud: int = 115200,
         flash: FakeFlash | None = None,
         start_us: int = 1_000_000,
-        board_kwargs: dict | None = None,
+        board_kwargs: dict[str, Any] | None = None,
     ) -> None:
         from rackfw.board import Board
 
@@ -183,9 +76,9 @@ class SimBoard:
         self.uart = FakeUart(self.clock, baud)
         self.de = FakePin(self.clock)
         self.sensors = FakeSensors()
-        self.outputs = FakeOutputs()
+        self.outputs = FakeOutputs(self.clock)
         self.flash = flash if flash is not None else FakeFlash()
-        self.wdt = FakeWdt()
+        self.wdt = FakeWdt(self.clock, timeout_ms=0)  # counts feeds; never bites here
         self.byte_us = self.uart.byte_us
         self._rx: list[tuple[int, int, int]] = []  # heap of (time, order, byte)
         self._order = 0
@@ -213,20 +106,21 @@ class SimBoard:
     def advance(self, until_us: int) -> list[tuple[int, bytes]]:
         uart = self.uart
         while True:
-            cands = [self._wake]
+            t = self._wake
             if self._rx:
-                cands.append(self._rx[0][0])
+                t = min(t, self._rx[0][0])
             if self.clock.us < uart.tx_end:
-                cands.append(uart.tx_end)
-            t = max(min(cands), self.clock.us)
+                t = min(t, uart.tx_end)
+            t = max(t, self.clock.us)
             if t > until_us:
                 break
             self.clock.us = t
             while self._rx and self._rx[0][0] <= t:
-                uart.rx.append(heapq.heappop(self._rx)[2])
+                uart.push_rx(heapq.heappop(self._rx)[2])
+            uart.finish_tx()
             self._wake = t + self._poll()
         self.clock.us = max(self.clock.us, until_us)
-        out = uart.sent[self._sent_seen :]
+        out = [(int(start), bytes(data)) for start, data in uart.sent[self._sent_seen :]]
         self._sent_seen = len(uart.sent)
         return out
 
@@ -234,7 +128,7 @@ class SimBoard:
 class Transactor:
     """Request/response over any Node: send an ADU, run until the reply is out."""
 
-    def __init__(self, node, byte_us: int, now: Callable[[], int]) -> None:
+    def __init__(self, node: Any, byte_us: int, now: Callable[[], int]) -> None:
         self.node = node
         self.byte_us = byte_us
         self._now = now

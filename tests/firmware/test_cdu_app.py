@@ -1,60 +1,12 @@
 """CduApp behaviour with fake sensors: modes, leak isolation, fail-safe, failover, alarms."""
 
-import sys
-import types
+from app_fakes import Clock, Events, Outputs, Sensors, default_bank
 
-try:
-    import micropython  # noqa: F401
-except ImportError:  # the VM helper's shim is not on the path: minimal stand-in
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
-
-from rackfw import io_cdu as io  # noqa: E402
-from rackfw import regs_cdu as R  # noqa: E402
-from rackfw.cooling import modes as M  # noqa: E402
-from rackfw.cooling.app import CduApp  # noqa: E402
-from rackfw.events import EV_ALARM, EV_FAULT_RAISED, EV_MODE  # noqa: E402
-from rackfw.regbank import RegBank  # noqa: E402
-
-
-class Sensors:
-    def __init__(self):
-        self.v = {}
-
-    def read(self, ch):
-        return self.v.get(ch, 0)
-
-
-class Outputs:
-    def __init__(self):
-        self.v = {}
-
-    def write(self, ch, value):
-        self.v[ch] = value
-
-    def read(self, ch):
-        return self.v.get(ch, 0)
-
-
-class Events:
-    def __init__(self):
-        self.log_ = []
-
-    def log(self, kind, code, value):
-        self.log_.append((kind, code, value))
-
-    def of(self, kind):
-        return [(c, v) for k, c, v in self.log_ if k == kind]
-
-
-class Clock:
-    def __init__(self):
-        self.ms = 5000
-
-    def ticks_ms(self):
-        return self.ms
-
+from rackfw import io_cdu as io
+from rackfw import regs_cdu as R
+from rackfw.cooling import modes as M
+from rackfw.cooling.app import CduApp
+from rackfw.events import EV_ALARM, EV_FAULT_RAISED, EV_MODE
 
 NOMINAL = {
     io.S_T_SUPPLY: 3000,
@@ -76,10 +28,8 @@ class Cdu:
         self.s = Sensors()
         self.o = Outputs()
         self.ev = Events()
-        self.clk = Clock()
-        self.bank = RegBank(R.IR_SIZE, R.HR_SIZE, R.COIL_SIZE, R.DI_SIZE)
-        for a in range(R.HR_SIZE):
-            self.bank.hr[a] = R.HR_DEFAULT[a] & 0xFFFF
+        self.clk = Clock(5000)
+        self.bank = default_bank(R)
         if mode is not None:
             self.bank.hr[R.MODE_CMD] = mode
         self.s.v.update(NOMINAL)

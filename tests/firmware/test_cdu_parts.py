@@ -1,24 +1,16 @@
 """CDU building blocks on their own: sensor checks, leak latching, lead/lag pumps, modes."""
 
-import sys
-import types
 
+from app_fakes import Events
 from hypothesis import given
 from hypothesis import strategies as st
 
-try:
-    import micropython  # noqa: F401
-except ImportError:  # the VM helper's shim is not on the path: minimal stand-in
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
-
-from rackfw.cooling import modes as M  # noqa: E402
-from rackfw.cooling import sensorcheck as SC  # noqa: E402
-from rackfw.cooling.leak import LeakMonitor  # noqa: E402
-from rackfw.cooling.pumps import PF_NO_TACH, PF_OC, PumpPair  # noqa: E402
-from rackfw.events import EV_MODE  # noqa: E402
-from rackfw.io_cdu import SENSOR_OPEN, SENSOR_SHORT  # noqa: E402
+from rackfw.cooling import modes as M
+from rackfw.cooling import sensorcheck as SC
+from rackfw.cooling.leak import LeakMonitor
+from rackfw.cooling.pumps import PF_NO_TACH, PF_OC, PumpPair
+from rackfw.events import EV_MODE
+from rackfw.io_cdu import SENSOR_OPEN, SENSOR_SHORT
 
 # ---- sensor checks ----------------------------------------------------------------
 
@@ -169,16 +161,8 @@ def test_failed_pump_is_not_selectable_until_cleared():
 # ---- modes ---------------------------------------------------------------------------
 
 
-class Ev:
-    def __init__(self):
-        self.log_ = []
-
-    def log(self, kind, code, value):
-        self.log_.append((kind, code, value))
-
-
 def test_transitions_are_logged_with_old_and_new_mode():
-    ev = Ev()
+    ev = Events()
     m = M.ModeMachine(ev)
     assert m.request(M.AUTO) == 0
     assert m.request(M.MANUAL) == 0
@@ -186,12 +170,12 @@ def test_transitions_are_logged_with_old_and_new_mode():
 
 
 def test_fault_cannot_be_commanded():
-    m = M.ModeMachine(Ev())
+    m = M.ModeMachine(Events())
     assert m.request(M.FAULT) == 3
 
 
 def test_fault_is_left_only_when_causes_are_gone_and_returns_to_requested_mode():
-    m = M.ModeMachine(Ev())
+    m = M.ModeMachine(Events())
     m.request(M.AUTO)
     m.fault(M.FC_LEAK)
     assert m.request(M.MANUAL) == 0  # remembered, not applied

@@ -13,24 +13,15 @@ and written to ``artifacts/closed_loop_<test>.json`` (print-free).
 """
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
+from app_fakes import Clock, Events, Outputs, Sensors, default_bank
 
-try:
-    import micropython  # noqa: F401
-except ImportError:  # the VM helper's shim is not on the path: minimal stand-in
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
-
-from rackfw import io_cdu as io  # noqa: E402
-from rackfw import regs_cdu as R  # noqa: E402
-from rackfw.cooling import modes as M  # noqa: E402
-from rackfw.cooling.app import CduApp  # noqa: E402
-from rackfw.regbank import RegBank  # noqa: E402
+from rackfw import io_cdu as io
+from rackfw import regs_cdu as R
+from rackfw.cooling import modes as M
+from rackfw.cooling.app import CduApp
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DT = 0.1
@@ -85,31 +76,6 @@ class Plant:
         }
 
 
-class Sensors:
-    def __init__(self):
-        self.v = {}
-
-    def read(self, ch):
-        return self.v.get(ch, 0)
-
-
-class Outputs(Sensors):
-    def write(self, ch, value):
-        self.v[ch] = value
-
-
-class NoEvents:
-    def log(self, kind, code, value):
-        pass
-
-
-class Clock:
-    ms = 0
-
-    def ticks_ms(self):
-        return self.ms
-
-
 class Loop:
     """CduApp in AUTO closed around ``Plant``; ``gains`` override the register defaults."""
 
@@ -118,13 +84,11 @@ class Loop:
         self.s = Sensors()
         self.o = Outputs()
         self.clk = Clock()
-        self.bank = RegBank(R.IR_SIZE, R.HR_SIZE, R.COIL_SIZE, R.DI_SIZE)
-        for a in range(R.HR_SIZE):
-            self.bank.hr[a] = R.HR_DEFAULT[a] & 0xFFFF
+        self.bank = default_bank(R)
         for name, v in (gains or {}).items():
             self.bank.set_hr(getattr(R, name), v)
         self.s.v.update(self.plant.sensors(0.0, self.plant.ts))
-        self.app = CduApp(self.bank, self.s, self.o, NoEvents(), self.clk)
+        self.app = CduApp(self.bank, self.s, self.o, Events(), self.clk)
         self.app.start()
         self.t = 0.0
         self.trace = []  # (t_s, supply degC, valve 0..1, dp kPa)

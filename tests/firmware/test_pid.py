@@ -1,19 +1,10 @@
 """Integer PID: limits, slew, anti-windup, bumpless transfer, derivative on measurement."""
 
-import sys
-import types
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-try:
-    import micropython  # noqa: F401
-except ImportError:  # the VM helper's shim is not on the path: minimal stand-in
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
-
-from rackfw.pid import Pid  # noqa: E402
+from rackfw.pid import Pid
 
 
 def make(kp=1000, ki=0, kd=0, lo=0, hi=1000, rate=0, direct=True):

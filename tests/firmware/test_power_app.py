@@ -5,71 +5,21 @@ setpoint and the load current is shared by the PSUs that are on.  Every test dri
 the condition through the sensors and checks outputs, registers and the event log.
 """
 
-import sys
-import types
 
 import pytest
+from app_fakes import Clock, Events, Outputs, Sensors, default_bank
 
-try:
-    import micropython  # noqa: F401
-except ImportError:  # the VM helper's shim is not on the path: minimal stand-in
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
-
-from rackfw import io_power as io  # noqa: E402
-from rackfw import regs_power_shelf as R  # noqa: E402
-from rackfw.events import (  # noqa: E402
+from rackfw import io_power as io
+from rackfw import regs_power_shelf as R
+from rackfw.events import (
     EV_FAULT_CLEARED,
     EV_FAULT_RAISED,
     EV_HOTSWAP,
     EV_MODE,
     EV_WARNING,
 )
-from rackfw.power.app import SETTLE_TICKS, PowerShelfApp  # noqa: E402
-from rackfw.power.bbu import MODE_CHARGING, MODE_DISCHARGING  # noqa: E402
-from rackfw.regbank import RegBank  # noqa: E402
-
-
-class Sensors:
-    def __init__(self):
-        self.v = {}
-
-    def read(self, ch):
-        return self.v.get(ch, 0)
-
-
-class Outputs:
-    def __init__(self):
-        self.v = {}
-
-    def write(self, ch, value):
-        self.v[ch] = value
-
-    def read(self, ch):
-        return self.v.get(ch, 0)
-
-
-class Events:
-    def __init__(self):
-        self.log_ = []
-
-    def log(self, kind, code, value):
-        self.log_.append((kind, code, value))
-
-    def of(self, kind):
-        return [(c, v) for k, c, v in self.log_ if k == kind]
-
-
-class Clock:
-    def __init__(self):
-        self.ms = 1000
-
-    def ticks_ms(self):
-        return self.ms
-
-    def ticks_us(self):
-        return self.ms * 1000
+from rackfw.power.app import SETTLE_TICKS, PowerShelfApp
+from rackfw.power.bbu import MODE_CHARGING, MODE_DISCHARGING
 
 
 class Shelf:
@@ -79,10 +29,8 @@ class Shelf:
         self.s = Sensors()
         self.o = Outputs()
         self.ev = Events()
-        self.clk = Clock()
-        self.bank = RegBank(R.IR_SIZE, R.HR_SIZE, R.COIL_SIZE, R.DI_SIZE)
-        for a in range(R.HR_SIZE):
-            self.bank.hr[a] = R.HR_DEFAULT[a] & 0xFFFF
+        self.clk = Clock(1000)
+        self.bank = default_bank(R)
         self.load_a = load_a
         self.feeds = [2300, 2300]
         self.override = {}  # (slot, member) -> forced sensor value
@@ -372,10 +320,8 @@ def test_psu_not_answering_is_flagged_comms_and_not_counted():
 def test_boot_settle_takes_inventory_silently():
     """Sensors still reading 0 at boot (first ADC/PMBus reads) must not look like
     six hot-swaps and a dead battery."""
-    s, o, ev, clk = Sensors(), Outputs(), Events(), Clock()
-    bank = RegBank(R.IR_SIZE, R.HR_SIZE, R.COIL_SIZE, R.DI_SIZE)
-    for a in range(R.HR_SIZE):
-        bank.hr[a] = R.HR_DEFAULT[a] & 0xFFFF
+    s, o, ev, clk = Sensors(), Outputs(), Events(), Clock(1000)
+    bank = default_bank(R)
     app = PowerShelfApp(bank, s, o, ev, clk)
     app.start()  # everything still reads 0
     clk.ms += 100

@@ -1,17 +1,8 @@
 """Per-PSU protection rules, BBU supervision and N+1 redundancy, one behaviour per test."""
 
-import sys
-import types
 
-try:
-    import micropython  # noqa: F401
-except ImportError:  # the VM helper's shim is not on the path: minimal stand-in
-    _m = types.ModuleType("micropython")
-    _m.const = lambda x: x
-    sys.modules["micropython"] = _m
-
-from rackfw.power import bbu as B  # noqa: E402
-from rackfw.power.protection import (  # noqa: E402
+from rackfw.power import bbu as B
+from rackfw.power.protection import (
     F_OC,
     F_OT,
     F_OV,
@@ -21,7 +12,7 @@ from rackfw.power.protection import (  # noqa: E402
     W_OT,
     PsuProtection,
 )
-from rackfw.power.redundancy import Redundancy  # noqa: E402
+from rackfw.power.redundancy import Redundancy
 
 OV, OC, DELAY, WARN, FAULT = 5600, 6000, 500, 650, 800  # 56 V, 60 A, 0.5 s, 65 / 80 degC
 

@@ -25,9 +25,6 @@ and ``docs/firmware-memory.md`` explains them.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -106,8 +103,8 @@ def mcu():
     proc.close()
 
 
-def serve(node, reqs: list[bytes], rounds: int, gap_us: int = 5000) -> tuple[int, int]:
-    """Send ``rounds`` x ``reqs`` with ``gap_us`` of bus time each; (replies, peak heap).
+def serve(node, reqs: list[bytes], rounds: int, gap_us: int = 30_000) -> tuple[int, int]:
+    """Send ``rounds`` x ``reqs`` with ``gap_us`` of bus time each (a 256-byte reply takes 24 ms at 115200 baud); (replies, peak heap).
 
     Every reply must carry the request's function code (no exception) and a good
     CRC, so the measured path is the real one. The heap is sampled once per round.
@@ -126,7 +123,8 @@ def serve(node, reqs: list[bytes], rounds: int, gap_us: int = 5000) -> tuple[int
         t += 200_000  # idle bus: control ticks, deferred config save
         node.advance(t)
         peak = max(peak, node.heap_used())
-    return replies, peak
+    node.advance(t + 2_000_000)  # writes stopped: the deferred config save runs (1 s)
+    return replies, max(peak, node.heap_used())
 
 
 @pytest.mark.timeout(240)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 def served_points(daemon: DaemonProcess, unit: int, register: str) -> list[float]:
     """Timestamps (s) of the raw history the daemon serves for one register."""
     now = time.time()
-    body = daemon.get(f"/api/devices/{unit}/history?register={register}&from={now - 3600:.0f}&to={now + 5:.0f}&resolution=0")
+    body = daemon.get(
+        f"/api/devices/{unit}/history?register={register}&from={now - 3600:.0f}&to={now + 5:.0f}&resolution=0"
+    )
     return [float(p[0]) for p in body["points"]]
+
+
+def has_new_points(daemon: DaemonProcess, before: int) -> bool:
+    """More than one dc_v point beyond the ``before`` the previous daemon left."""
+    return len(served_points(daemon, 1, "dc_v")) > before + 1
 
 
 def stored_points(db: Path, device: str, register: str) -> set[int]:
@@ -58,8 +66,7 @@ def test_kill_9_while_polling_the_rack(tmp_path: Path) -> None:
             try:
                 daemon.wait_online()
                 # it appends to what the previous (killed) daemon left
-                wait_until(lambda d=daemon, b=before: len(served_points(d, 1, "dc_v")) > b + 1,
-                           10, "new dc_v history")
+                wait_until(partial(has_new_points, daemon, before), 10, "new dc_v history")
                 time.sleep(extra_s)
                 pts = served_points(daemon, 1, "dc_v")
             finally:
@@ -73,10 +80,12 @@ def test_kill_9_while_polling_the_rack(tmp_path: Path) -> None:
     # all four boards' history survived the last kill too
     conn = sqlite3.connect(db)
     try:
-        per_device = dict(conn.execute(
-            "SELECT d.name, count(*) FROM (SELECT series FROM recent UNION ALL SELECT series FROM sample) s "
-            "JOIN series ON series.id = s.series JOIN device d ON d.id = series.device GROUP BY d.name"
-        ).fetchall())
+        per_device = dict(
+            conn.execute(
+                "SELECT d.name, count(*) FROM (SELECT series FROM recent UNION ALL SELECT series FROM sample) s "
+                "JOIN series ON series.id = s.series JOIN device d ON d.id = series.device GROUP BY d.name"
+            ).fetchall()
+        )
     finally:
         conn.close()
     assert set(per_device) == {"shelf-1", "shelf-2", "cdu-1", "cdu-2"}

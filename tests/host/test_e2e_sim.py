@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +54,7 @@ T = TypeVar("T")
 
 
 # ---- helpers shared with test_e2e_crash.py ------------------------------------------------
-def wait_until(check: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
+def wait_until(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -78,8 +79,11 @@ def free_port() -> int:
 
 def promtool() -> str | None:
     """promtool from ``make setup`` ($PROMTOOL), the PATH, or the repo's venv."""
-    for candidate in (os.environ.get("PROMTOOL"), shutil.which("promtool"),
-                      str(REPO / ".venv" / "prometheus" / "usr" / "bin" / "promtool")):
+    for candidate in (
+        os.environ.get("PROMTOOL"),
+        shutil.which("promtool"),
+        str(REPO / ".venv" / "prometheus" / "usr" / "bin" / "promtool"),
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -94,7 +98,9 @@ class BusThread:
     """
 
     def __init__(self, rack: Any) -> None:
-        self._actions: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = queue.SimpleQueue()
+        self._actions: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
         rack.bus.add_step_hook(self._drain)
 
     def _drain(self, now_us: int) -> None:
@@ -154,7 +160,10 @@ def realtime_rack(runtime: str, directory: Path) -> Iterator[RealTimeRack]:
 def daemon_config(directory: Path, *, reprobe: str = "2s") -> Path:
     """examples/daemon.toml with a REST token and a short re-probe (tests wait for it)."""
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
-    edits = {'reprobe = "30s"': f'reprobe = "{reprobe}"', '# token = "change-me"': f'token = "{TOKEN}"'}
+    edits = {
+        'reprobe = "30s"': f'reprobe = "{reprobe}"',
+        '# token = "change-me"': f'token = "{TOKEN}"',
+    }
     for old, new in edits.items():
         assert old in text, f"examples/daemon.toml changed: {old!r} not found"
         text = text.replace(old, new)
@@ -179,11 +188,27 @@ class DaemonProcess:
         self.db = db
         self.log_path = log
         self._log = log.open("ab")
-        cmd = [*rackctl_command(), "daemon", "--config", str(config), "--port", port, "--db", str(db),
-               "--http", f"127.0.0.1:{self.http_port}", "--log-level", "info"]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=config.parent)
+        cmd = [
+            *rackctl_command(),
+            "daemon",
+            "--config",
+            str(config),
+            "--port",
+            port,
+            "--db",
+            str(db),
+            "--http",
+            f"127.0.0.1:{self.http_port}",
+            "--log-level",
+            "info",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=config.parent
+        )
 
-    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
@@ -215,12 +240,25 @@ class DaemonProcess:
     def values(self, unit: int) -> dict[str, Any]:
         return dict(self.get(f"/api/devices/{unit}/values"))
 
+    def value(self, unit: int, register: str) -> dict[str, Any] | None:
+        """``{value, unit, ts}`` of one register, None until it has been polled."""
+        return self.values(unit).get(register)
+
+    def values_with(self, unit: int, register: str) -> dict[str, Any] | None:
+        """All latest values of ``unit`` once ``register`` is among them (else None)."""
+        values = self.values(unit)
+        return values if register in values else None
+
     def alarms(self, active: bool = False) -> list[dict[str, Any]]:
         return list(self.get("/api/alarms" + ("?active=true" if active else "")))
 
     def alarm(self, unit: int, key: str, *, active: bool | None = None) -> dict[str, Any] | None:
         for a in self.alarms():
-            if a["device"] == unit and a["key"] == key and (active is None or a["active"] == active):
+            if (
+                a["device"] == unit
+                and a["key"] == key
+                and (active is None or a["active"] == active)
+            ):
                 return a
         return None
 
@@ -257,7 +295,9 @@ class DaemonProcess:
 
 @contextlib.contextmanager
 def running_daemon(port: str, directory: Path, db: Path | None = None) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(daemon_config(directory), port, db or directory / "rackctl.db", directory / "daemon.log")
+    daemon = DaemonProcess(
+        daemon_config(directory), port, db or directory / "rackctl.db", directory / "daemon.log"
+    )
     try:
         yield daemon
     finally:
@@ -265,7 +305,9 @@ def running_daemon(port: str, directory: Path, db: Path | None = None) -> Iterat
             daemon.stop()
 
 
-def clear_faults(daemon: DaemonProcess, unit: int, key: str, timeout: float = 10.0) -> dict[str, Any]:
+def clear_faults(
+    daemon: DaemonProcess, unit: int, key: str, timeout: float = 10.0
+) -> dict[str, Any]:
     """Write ``fault_clear`` over REST until the alarm ``key`` is no longer active.
 
     The firmware only clears a latch whose cause is gone *as it sees it*, and the
@@ -274,7 +316,9 @@ def clear_faults(daemon: DaemonProcess, unit: int, key: str, timeout: float = 10
     """
 
     def cleared() -> dict[str, Any] | None:
-        status, body = daemon.request("POST", f"/api/devices/{unit}/registers/fault_clear", {"value": 1}, token=TOKEN)
+        status, body = daemon.request(
+            "POST", f"/api/devices/{unit}/registers/fault_clear", {"value": 1}, token=TOKEN
+        )
         assert status == 200, body
         time.sleep(0.5)  # a poll of the status registers
         return daemon.alarm(unit, key, active=False)
@@ -290,7 +334,10 @@ def shelf_dc_v(daemon: DaemonProcess, unit: int) -> float:
 @pytest.fixture(scope="class")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealTimeRack, DaemonProcess]]:
     directory = tmp_path_factory.mktemp("e2e")
-    with realtime_rack("cpython", directory) as rack, running_daemon(rack.port, directory) as daemon:
+    with (
+        realtime_rack("cpython", directory) as rack,
+        running_daemon(rack.port, directory) as daemon,
+    ):
         daemon.wait_online()
         yield rack, daemon
         status = daemon.stop()
@@ -298,30 +345,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealTimeRa
 
 
 class TestDaemonOnEmulatedRack:
-    def test_all_devices_online_with_plausible_values(self, stack: tuple[RealTimeRack, DaemonProcess]) -> None:
+    def test_all_devices_online_with_plausible_values(
+        self, stack: tuple[RealTimeRack, DaemonProcess]
+    ) -> None:
         _, daemon = stack
         devices = {d["id"]: d for d in daemon.get("/api/devices")}
         assert {u: (d["name"], d["board"], d["online"]) for u, d in devices.items()} == {
             u: (NAMES[u], MAPS[u], True) for u in NAMES
         }
         for unit in (1, 2):
-            dc = wait_until(lambda u=unit: daemon.values(u).get("dc_v"), 5, f"dc_v of shelf {unit}")
+            dc = wait_until(partial(daemon.value, unit, "dc_v"), 5, f"dc_v of shelf {unit}")
             assert dc["unit"] == "V"
             assert 40.0 <= dc["value"] <= 60.0, dc
             assert daemon.values(unit)["psus_on"]["value"] == 6
         for unit in (3, 4):
-            values = wait_until(lambda u=unit: "t_supply" in (v := daemon.values(u)) and v, 5, f"t_supply of CDU {unit}")
+            values = wait_until(
+                partial(daemon.values_with, unit, "t_supply"), 5, f"t_supply of CDU {unit}"
+            )
             assert values["t_supply"]["unit"] == "°C"
             assert 15.0 <= values["t_supply"]["value"] <= 45.0, values["t_supply"]
-            assert values["t_return"]["value"] >= values["t_supply"]["value"] - 0.5  # the load heats it
-            assert 0.0 < values["flow"]["value"] < 1000.0, values["flow"]  # pumps run (ramping at start)
+            # the load heats the return; the pumps run (still ramping right after start)
+            assert values["t_return"]["value"] >= values["t_supply"]["value"] - 0.5
+            assert 0.0 < values["flow"]["value"] < 1000.0, values["flow"]
             assert values["mode"]["value"] == "auto"
+
         # the identity block is read too: the serial is the one the rack gave each board
         def serials() -> dict[int, str]:
             found = {d["id"]: d["identity"].get("serial") for d in daemon.get("/api/devices")}
             return found if all(found.values()) else {}
 
-        assert wait_until(serials, 10, "identity of every board") == {u: f"EMU-{u:04d}" for u in NAMES}
+        assert wait_until(serials, 10, "identity of every board") == {
+            u: f"EMU-{u:04d}" for u in NAMES
+        }
         counters = daemon.get("/api/counters")
         for unit in NAMES:
             c = counters[str(unit)]
@@ -332,7 +387,9 @@ class TestDaemonOnEmulatedRack:
 
         def points() -> list[Any]:
             now = time.time()
-            body = daemon.get(f"/api/devices/1/history?register=dc_v&from={now - 600:.0f}&to={now + 5:.0f}")
+            body = daemon.get(
+                f"/api/devices/1/history?register=dc_v&from={now - 600:.0f}&to={now + 5:.0f}"
+            )
             return list(body["points"]) if len(body["points"]) >= 3 else []
 
         pts = wait_until(points, 10, "three dc_v history points")
@@ -341,32 +398,48 @@ class TestDaemonOnEmulatedRack:
         # and in the file itself, for every board (read-only; the daemon keeps writing)
         conn = sqlite3.connect(f"file:{daemon.db}?mode=ro", uri=True)
         try:
-            rows = dict(conn.execute(
-                "SELECT d.name, count(*) FROM (SELECT series FROM recent UNION ALL SELECT series FROM sample) s "
-                "JOIN series ON series.id = s.series JOIN device d ON d.id = series.device GROUP BY d.name"
-            ).fetchall())
+            rows = dict(
+                conn.execute(
+                    "SELECT d.name, count(*) FROM (SELECT series FROM recent UNION ALL SELECT series FROM sample) s "
+                    "JOIN series ON series.id = s.series JOIN device d ON d.id = series.device GROUP BY d.name"
+                ).fetchall()
+            )
         finally:
             conn.close()
         assert set(rows) == set(NAMES.values()), rows
         assert all(n > 20 for n in rows.values()), rows
 
-    def test_metrics_cover_every_device_and_pass_promtool(self, stack: tuple[RealTimeRack, DaemonProcess]) -> None:
+    def test_metrics_cover_every_device_and_pass_promtool(
+        self, stack: tuple[RealTimeRack, DaemonProcess]
+    ) -> None:
         _, daemon = stack
         text = daemon.metrics()
         lines = [ln for ln in text.splitlines() if ln.startswith("rack_register_")]
         for unit in NAMES:
-            assert any(f'device="{unit}"' in ln for ln in lines), f"no rack_register_* for device {unit}"
-        volts = [ln for ln in lines if ln.startswith("rack_register_volts{") and 'register="dc_v"' in ln]
-        assert len(volts) == 2 and all(40.0 <= float(ln.rsplit(" ", 1)[1]) <= 60.0 for ln in volts), volts
-        assert any(ln.startswith("rack_register_celsius{") and 'register="t_supply"' in ln for ln in lines)
+            assert any(f'device="{unit}"' in ln for ln in lines), (
+                f"no rack_register_* for device {unit}"
+            )
+        volts = [
+            ln for ln in lines if ln.startswith("rack_register_volts{") and 'register="dc_v"' in ln
+        ]
+        assert len(volts) == 2 and all(
+            40.0 <= float(ln.rsplit(" ", 1)[1]) <= 60.0 for ln in volts
+        ), volts
+        assert any(
+            ln.startswith("rack_register_celsius{") and 'register="t_supply"' in ln for ln in lines
+        )
         assert 'rack_device_up{board="cdu",device="3"} 1.0' in text
         tool = promtool()
         if tool is None:
             pytest.skip("promtool not installed (make setup fetches it); the series were checked")
-        check = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        check = subprocess.run(
+            [tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
         assert check.returncode == 0, check.stdout + check.stderr
 
-    def test_rest_write_needs_token_and_reaches_the_board(self, stack: tuple[RealTimeRack, DaemonProcess]) -> None:
+    def test_rest_write_needs_token_and_reaches_the_board(
+        self, stack: tuple[RealTimeRack, DaemonProcess]
+    ) -> None:
         _, daemon = stack
         path = "/api/devices/1/registers/vout_setpoint"
         status, body = daemon.request("POST", path, {"value": 53.0})
@@ -378,7 +451,9 @@ class TestDaemonOnEmulatedRack:
         assert body == {"device": 1, "register": "vout_setpoint", "value": 53.0}
         try:
             # the board acts on it: its PSUs regulate the plant's DC bus to the new setpoint
-            wait_until(lambda: abs(shelf_dc_v(daemon, 1) - 53.0) < 0.8, 10, "shelf 1 DC bus at ~53 V")
+            wait_until(
+                lambda: abs(shelf_dc_v(daemon, 1) - 53.0) < 0.8, 10, "shelf 1 DC bus at ~53 V"
+            )
             assert shelf_dc_v(daemon, 2) < 52.0  # the other shelf is untouched
         finally:
             status, body = daemon.request("POST", path, {"value": 51.0}, token=TOKEN)
@@ -391,7 +466,9 @@ class TestDaemonOnEmulatedRack:
         assert (status, body.get("value")) == (200, 44.5), body
         status, body = daemon.request("POST", prot, {"value": 99.0, "unlock": True}, token=TOKEN)
         assert status == 400, body  # out of the map's range: nothing sent
-        status, body = daemon.request("POST", "/api/devices/3/registers/t_supply", {"value": 1.0}, token=TOKEN)
+        status, body = daemon.request(
+            "POST", "/api/devices/3/registers/t_supply", {"value": 1.0}, token=TOKEN
+        )
         assert status == 403, body  # read-only
 
     def test_psu_overvoltage_raises_an_alarm_that_clears_and_acks(
@@ -400,7 +477,9 @@ class TestDaemonOnEmulatedRack:
         rack, daemon = stack
         key = "psu3_status.ov"
         rack.on_bus.call(lambda: rack.rack.psu(2, 3).fail("overvoltage"))
-        alarm = wait_until(lambda: daemon.alarm(2, key, active=True), 10, "the PSU over-voltage alarm")
+        alarm = wait_until(
+            lambda: daemon.alarm(2, key, active=True), 10, "the PSU over-voltage alarm"
+        )
         assert alarm["severity"] == "critical" and not alarm["acked"]
         assert "ov" in daemon.values(2)["psu3_status"]["value"]
         assert 'alarm="psu3_status.ov"' in daemon.metrics()
@@ -411,13 +490,18 @@ class TestDaemonOnEmulatedRack:
         assert key not in [a["key"] for a in daemon.alarms(active=True) if a["device"] == 2]
         status, acked = daemon.request("POST", f"/api/alarms/{alarm['id']}/ack", token=TOKEN)
         assert status == 200 and acked["acked"], acked
-        assert all(a["id"] != alarm["id"] for a in daemon.alarms())  # closed: neither active nor unacked
+        # closed: neither active nor unacknowledged
+        assert all(a["id"] != alarm["id"] for a in daemon.alarms())
         wait_until(lambda: "on" in daemon.values(2)["psu3_status"]["value"], 10, "PSU 3 back on")
 
-    def test_cdu_leak_raises_critical_alarms_and_fail_safe(self, stack: tuple[RealTimeRack, DaemonProcess]) -> None:
+    def test_cdu_leak_raises_critical_alarms_and_fail_safe(
+        self, stack: tuple[RealTimeRack, DaemonProcess]
+    ) -> None:
         rack, daemon = stack
         rack.on_bus.call(lambda: rack.rack.cdu(4).leak("cdu_tray"))
-        alarm = wait_until(lambda: daemon.alarm(4, "leak_zones.cdu_tray", active=True), 10, "the leak alarm")
+        alarm = wait_until(
+            lambda: daemon.alarm(4, "leak_zones.cdu_tray", active=True), 10, "the leak alarm"
+        )
         assert alarm["severity"] == "critical"
         assert daemon.values(4)["mode"]["value"] == "fault"
         assert daemon.alarm(3, "leak_zones.cdu_tray") is None  # the other CDU is dry
@@ -471,8 +555,11 @@ class TestCliOnEmulatedRack:
     def test_read_by_name_prints_scaled_values_with_units(self, cli_rack: RealTimeRack) -> None:
         r = invoke(cli_rack, "read", "-u", "1", "dc_v", "psus_on")
         assert r.exit_code == 0, r.output
-        rows = {cells[0]: cells[1:] for ln in r.output.splitlines()
-                if len(cells := [c.strip() for c in ln.strip("│ ").split("│")]) == 4}
+        rows = {
+            cells[0]: cells[1:]
+            for ln in r.output.splitlines()
+            if len(cells := [c.strip() for c in ln.strip("│ ").split("│")]) == 4
+        }
         value, raw, address = rows["dc_v"]
         number, unit = value.split()
         assert unit == "V" and 40.0 <= float(number) <= 60.0, rows
@@ -507,10 +594,10 @@ def test_vm_rack_serves_the_daemon(tmp_path: Path) -> None:
     with realtime_rack("vm", tmp_path) as rack, running_daemon(rack.port, tmp_path) as daemon:
         daemon.wait_online(timeout=30)
         for unit in (1, 2):
-            dc = wait_until(lambda u=unit: daemon.values(u).get("dc_v"), 10, f"dc_v of shelf {unit}")
+            dc = wait_until(partial(daemon.value, unit, "dc_v"), 10, f"dc_v of shelf {unit}")
             assert 40.0 <= dc["value"] <= 60.0, dc
         for unit in (3, 4):
-            t = wait_until(lambda u=unit: daemon.values(u).get("t_supply"), 10, f"t_supply of CDU {unit}")
+            t = wait_until(partial(daemon.value, unit, "t_supply"), 10, f"t_supply of CDU {unit}")
             assert 15.0 <= t["value"] <= 45.0, t
         time.sleep(3.0)  # a few poll cycles of every interval
         counters = daemon.get("/api/counters")

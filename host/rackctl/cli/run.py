@@ -27,7 +27,7 @@ from rackctl import daemon_view as view
 from rackctl.cli.common import EXIT_CONFIG, CliError, cli_errors, setup_logging, stdout_console
 from rackctl.cli.daemon import install_signal_handlers, serve
 from rackctl.http_server import HttpServer, parse_bind
-from rackctl.monitor_view import render, summary_line
+from rackctl.monitor_view import rack_overview, summary_line
 
 log = logging.getLogger("rackctl.cli.run")
 
@@ -105,10 +105,10 @@ def links_for(cfg: Any) -> dict[str, Any] | None:
 async def live_view(daemon: Any, server: HttpServer, stop: asyncio.Event, interactive: bool, every: float) -> None:
     """Redraw the monitor (TTY) or log a summary line every ``every`` seconds."""
     console = stdout_console()
-    footer = f"REST {server.url}/api/devices   metrics {server.url}/metrics   Ctrl-C stops"
+    footer = f"REST {server.url}/api/devices   metrics {server.url}/metrics   details: rackctl monitor   Ctrl-C stops"
 
     def frame() -> Any:
-        return render(view.devices(daemon), view.latest(daemon), view.alarms(daemon), footer=footer)
+        return rack_overview(view.devices(daemon), view.latest(daemon), view.alarms(daemon), footer=footer)
 
     if interactive:
         # redraw from the loop once a second (no refresh thread): a frame of the default
@@ -192,6 +192,8 @@ def command(port: str | None, parity: str, baud: int, ids: str, config: str | No
     try:
         cfg = run_config(config, rack, db, http, parity, baud)
         interactive = sys.stdout.isatty()
+        boards = ", ".join(f"{unit}:{m}" for unit, m, _ in rack.layout)
+        click.echo(f"rackctl run: bus {rack.port} ({boards}), history {db}")
         asyncio.run(run_stack(cfg, interactive=interactive, every=every, duration=duration))
     except KeyboardInterrupt:
         pass

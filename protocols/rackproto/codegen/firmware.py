@@ -4,6 +4,15 @@ The output is plain data for MicroPython: ``const()`` addresses (so the
 compiler folds them into the bytecode), block layouts for repeated blocks, and
 dense per-holding-address tables the Modbus server checks writes against
 without any allocation (``HR_MIN[addr] <= v <= HR_MAX[addr]``).
+
+RAM is the constraint (docs/firmware-memory.md): every public ``const()`` stays a
+module global on MicroPython (a dict slot, plus its interned name unless the
+module is frozen). Repeated blocks are therefore published as a layout only
+(``PSU_BASE``/``PSU_STRIDE``/``PSU_COUNT`` + member offsets), which is all the
+firmware uses; the per-instance names (``PSU3_OUT_V``) are listed in comments and
+computed on demand by a module ``__getattr__`` for tests and tools. The byte
+tables are ``bytes`` literals (read-only data in a frozen image, no temporary
+tuple at import).
 """
 
 from __future__ import annotations
@@ -40,11 +49,12 @@ def _tuple(name: str, values: list[int], per_line: int = 12) -> list[str]:
 
 
 def _bytes(name: str, values: list[int], per_line: int = 32) -> list[str]:
-    out = [f"{name} = bytes(("]
+    """A ``bytes`` literal, ``per_line`` values per line (octal-free ``\\xNN`` escapes)."""
+    out = [f"{name} = ("]
     for i in range(0, len(values), per_line):
-        chunk = ",".join(str(v) for v in values[i : i + per_line])
-        out.append(f"    {chunk},  # {i}")
-    out.append("))")
+        chunk = "".join(f"\\x{v:02x}" for v in values[i : i + per_line])
+        out.append(f'    b"{chunk}"  # {i}')
+    out.append(")")
     return out
 
 
@@ -57,7 +67,69 @@ def _decl_lines(d: BlockDecl) -> list[str]:
     ]
     for m in d.members:
         out.append(_c(f"{d.name}_{m.name}", m.address, f"offset; {_reg_comment(m)}"))
+    first, last = f"{d.prefix}1".upper(), f"{d.prefix}{d.count}".upper()
+    out.append(f"# instances {first}_* .. {last}_*: computed by __getattr__ (not stored)")
     return out
+
+
+def _member_spec(d: BlockDecl) -> str:
+    """``NAME:offset`` per member, ``NAME:offset:words`` for strings/bytes (for ``__getattr__``)."""
+    specs = []
+    for m in d.members:
+        spec = f"{m.name.upper()}:{m.address}"
+        if m.type in ("string", "bytes"):
+            spec += f":{m.count}"
+        specs.append(spec)
+    return " ".join(specs)
+
+
+# Resolves per-instance names of repeated blocks on demand. Runs on MicroPython
+# and CPython; allocates (string slicing), so it is for tests, tools and init code,
+# never the request path. Hidden from type checkers so they still reject typos.
+_GETATTR = """
+# Per-instance names of repeated blocks (PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V)
+# are computed here instead of being stored: each stored name would cost RAM on the board.
+# (prefix, base, stride, count, "MEMBER:offset[:words] ...")
+_INSTANCES = (
+{rows}
+)
+TYPE_CHECKING = const(0)
+if not TYPE_CHECKING:
+    def __getattr__(name):
+        for prefix, base, stride, count, members in _INSTANCES:
+            p = len(prefix)
+            if not name.startswith(prefix):
+                continue
+            i = p
+            while i < len(name) and "0" <= name[i] <= "9":
+                i += 1
+            if i == p or i >= len(name) or name[i] != "_" or name[p] == "0":
+                continue
+            n = int(name[p:i])
+            if n > count:
+                continue
+            member = name[i + 1:]
+            words = member.endswith("_WORDS")
+            for spec in members.split(" "):
+                parts = spec.split(":")
+                if parts[0] == member and not words:
+                    return base + (n - 1) * stride + int(parts[1])
+                if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
+                    return int(parts[2])
+        raise AttributeError(name)
+"""
+
+
+def _getattr_lines(rmap: RegisterMap) -> list[str]:
+    repeated = [d for d in rmap.decls if d.repeated]
+    if not repeated:
+        return []
+    rows = "\n".join(
+        f'    ("{d.prefix.upper()}", {d.name.upper()}_BASE, {d.name.upper()}_STRIDE, '
+        f'{d.name.upper()}_COUNT,\n     "{_member_spec(d)}"),'
+        for d in repeated
+    )
+    return _GETATTR.format(rows=rows).split("\n")
 
 
 def _hr_tables(rmap: RegisterMap) -> list[str]:
@@ -147,8 +219,8 @@ def firmware_module(rmap: RegisterMap) -> str:
         for d in decls:
             if d.repeated:
                 lines += _decl_lines(d)
-            else:
-                lines.append(f"# block {d.name}: {d.table} {d.base}..{d.base + d.stride - 1}")
+                continue
+            lines.append(f"# block {d.name}: {d.table} {d.base}..{d.base + d.stride - 1}")
             for b in (b for b in rmap.blocks if b.template == d.name):
                 for r in b.registers:
                     lines.append(_c(r.name, r.address, _reg_comment(r)))
@@ -156,11 +228,12 @@ def firmware_module(rmap: RegisterMap) -> str:
                         lines.append(_c(f"{r.name}_words", r.count))
     lines += _set_lines(rmap)
     lines += _hr_tables(rmap)
+    lines += _getattr_lines(rmap)
     return "\n".join(lines) + "\n"
 
 
 def firmware_names(rmap: RegisterMap) -> list[str]:
-    """Every constant name the firmware module defines (for collision checks)."""
+    """Every constant name the firmware module stores (per-instance names are computed)."""
     names = []
     for line in firmware_module(rmap).splitlines():
         if " = const(" in line:
