@@ -39,7 +39,8 @@ run: setup
 	@$(VENV)/bin/rackctl run
 
 test: setup
-	@$(PY) -m pytest -q $(PYTEST_ARGS)
+	@mkdir -p artifacts
+	@$(PY) -m pytest -q --junitxml=artifacts/junit.xml $(PYTEST_ARGS)
 
 test-fast: setup
 	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from construct import Array, Byte, Int16ub, Struct, Terminated, this
+
 from rackproto import adu as adus
 from rackproto import pdu as pdus
 from rackproto.crc import crc16

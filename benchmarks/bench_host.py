@@ -441,8 +441,8 @@ raw row = used pages ÷ rows of the run's file after a checkpoint (dictionary ta
 included). Steady state per board = raw rows/s × 7200 s × row size + 14 days of
 per-minute aggregates ({m["series_per_board"]:.0f} series × 1440 rows/day × {row_b:.1f} B,
 measured by filling the store's own schema); the raw window is reached after 2 h,
-the aggregates after 14 days. Regular vacuuming is assumed (freed pages are reused, so
-the file does not grow past the steady state). CPU: utime + stime from
+the aggregates after 14 days. SQLite reuses the pages retention frees, so the file
+stops growing at the steady state (it only shrinks with VACUUM). CPU: utime + stime from
 `/proc/<pid>/stat` over the window; RSS from `/proc/<pid>/status`."""
     return {
         "title": "Host daemon against the software rack (real time, pty)",

@@ -162,66 +162,6 @@ F_PUMP_STATUS_OVERCURRENT = const(4)
 F_PUMP_STATUS_NO_TACH = const(8)
 F_PUMP_STATUS_LEAD = const(16)
 
-# Enum values: E_<SET>_<NAME>
-E_BOARD_TYPE_POWER_SHELF = const(1)
-E_BOARD_TYPE_CDU = const(2)
-E_RESET_CAUSE_UNKNOWN = const(0)
-E_RESET_CAUSE_POWER_ON = const(1)
-E_RESET_CAUSE_WATCHDOG = const(2)
-E_RESET_CAUSE_BROWNOUT = const(3)
-E_RESET_CAUSE_SOFTWARE = const(4)
-E_RESET_CAUSE_UPDATE = const(5)
-E_EVENT_KIND_NONE = const(0)
-E_EVENT_KIND_RESET = const(1)
-E_EVENT_KIND_FAULT_RAISED = const(2)
-E_EVENT_KIND_FAULT_CLEARED = const(3)
-E_EVENT_KIND_CONFIG = const(4)
-E_EVENT_KIND_UNLOCK = const(5)
-E_EVENT_KIND_UPDATE = const(6)
-E_EVENT_KIND_MODE = const(7)
-E_EVENT_KIND_HOTSWAP = const(8)
-E_EVENT_KIND_WARNING = const(9)
-E_EVENT_KIND_ALARM = const(10)
-E_LOCK_STATE_LOCKED = const(0)
-E_LOCK_STATE_UNLOCKED = const(1)
-E_BOARD_COMMAND_NONE = const(0)
-E_BOARD_COMMAND_SAVE_CONFIG = const(1)
-E_BOARD_COMMAND_REBOOT = const(2)
-E_BOARD_COMMAND_FACTORY_DEFAULTS = const(3)
-E_UPDATE_COMMAND_NONE = const(0)
-E_UPDATE_COMMAND_BEGIN = const(1)
-E_UPDATE_COMMAND_WRITE_CHUNK = const(2)
-E_UPDATE_COMMAND_COMMIT = const(3)
-E_UPDATE_COMMAND_ABORT = const(4)
-E_UPDATE_STATE_IDLE = const(0)
-E_UPDATE_STATE_RECEIVING = const(1)
-E_UPDATE_STATE_VERIFYING = const(2)
-E_UPDATE_STATE_READY = const(3)
-E_UPDATE_STATE_FAILED = const(4)
-E_UPDATE_RESULT_OK = const(0)
-E_UPDATE_RESULT_BAD_SESSION = const(1)
-E_UPDATE_RESULT_BAD_OFFSET = const(2)
-E_UPDATE_RESULT_CHUNK_CRC = const(3)
-E_UPDATE_RESULT_IMAGE_CRC = const(4)
-E_UPDATE_RESULT_FLASH_ERROR = const(5)
-E_UPDATE_RESULT_TOO_LARGE = const(6)
-E_UPDATE_RESULT_BUSY = const(7)
-E_BAUD_B9600 = const(0)
-E_BAUD_B19200 = const(1)
-E_BAUD_B38400 = const(2)
-E_BAUD_B57600 = const(3)
-E_BAUD_B115200 = const(4)
-E_CDU_MODE_STANDBY = const(0)
-E_CDU_MODE_AUTO = const(1)
-E_CDU_MODE_MANUAL = const(2)
-E_CDU_MODE_FAULT = const(3)
-E_MODE_COMMAND_STANDBY = const(0)
-E_MODE_COMMAND_AUTO = const(1)
-E_MODE_COMMAND_MANUAL = const(2)
-E_LEAD_SELECT_ROTATE = const(0)
-E_LEAD_SELECT_PUMP1 = const(1)
-E_LEAD_SELECT_PUMP2 = const(2)
-
 # Holding write checks, indexed by holding address (signed types as signed ints).
 # Multi-word registers and gaps: 0..65535 here; the owner checks the whole value.
 HR_MIN = (
@@ -286,18 +226,27 @@ HR_PERSIST = (
     b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x01\x01\x01\x01\x01\x01"  # 96
 )
 
-# Per-instance names of repeated blocks (PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V)
-# are computed here instead of being stored: each stored name would cost RAM on the board.
-# (prefix, base, stride, count, "MEMBER:offset[:words] ...")
+# Computed names, not stored: each stored name would cost RAM on the board.
+# Per-instance names of repeated blocks: PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V
+# (prefix, base, stride, count, "MEMBER:offset[:words] ...").
 _INSTANCES = (
     ("EVENT", EVENT_BASE, EVENT_STRIDE, EVENT_COUNT,
      "SEQ:0 TIME:1 KIND:3 CODE:4 VALUE:5"),
     ("PUMP", PUMP_BASE, PUMP_STRIDE, PUMP_COUNT,
      "STATUS:0 SPEED_CMD:1 RPM:2 CURRENT:3 RUN_HOURS:4"),
 )
+# Enum values E_<SET>_<NAME>: "SET:NAME=value,...;..." (no firmware module uses them)
+_ENUMS = (
+    "BOARD_TYPE:POWER_SHELF=1,CDU=2;RESET_CAUSE:UNKNOWN=0,POWER_ON=1,WATCHDOG=2,BROWNOUT=3,SOFTWARE=4,UPDATE=5;EVENT_KIND:NONE=0,RESET=1,FAULT_RAISED=2,FAULT_CLEARED=3,CONFIG=4,UNLOCK=5,UPDATE=6,MODE=7,HOTSWAP=8,WARNING=9,ALARM=10;LOCK_STATE:LOCKED=0,UNLOCKED=1;"
+    "BOARD_COMMAND:NONE=0,SAVE_CONFIG=1,REBOOT=2,FACTORY_DEFAULTS=3;UPDATE_COMMAND:NONE=0,BEGIN=1,WRITE_CHUNK=2,COMMIT=3,ABORT=4;UPDATE_STATE:IDLE=0,RECEIVING=1,VERIFYING=2,READY=3,FAILED=4;UPDATE_RESULT:OK=0,BAD_SESSION=1,BAD_OFFSET=2,CHUNK_CRC=3,IMAGE_CRC=4,FLASH_ERROR=5,TOO_LARGE=6,BUSY=7;"
+    "BAUD:B9600=0,B19200=1,B38400=2,B57600=3,B115200=4;CDU_MODE:STANDBY=0,AUTO=1,MANUAL=2,FAULT=3;MODE_COMMAND:STANDBY=0,AUTO=1,MANUAL=2;LEAD_SELECT:ROTATE=0,PUMP1=1,PUMP2=2"
+)
 TYPE_CHECKING = const(0)
 if not TYPE_CHECKING:
-    def __getattr__(name):
+    def _no_set_name(*args):
+        return None
+
+    def _instance(name):
         for prefix, base, stride, count, members in _INSTANCES:
             p = len(prefix)
             if not name.startswith(prefix):
@@ -318,5 +267,26 @@ if not TYPE_CHECKING:
                     return base + (n - 1) * stride + int(parts[1])
                 if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
                     return int(parts[2])
-        raise AttributeError(name)
+        return None
+
+    def _enum(name):
+        for spec in _ENUMS.split(";"):
+            set_name, values = spec.split(":")
+            head = "E_" + set_name + "_"
+            if name.startswith(head):
+                for item in values.split(","):
+                    key, value = item.split("=")
+                    if head + key == name:
+                        return int(value)
+        return None
+
+    def __getattr__(name):
+        if name == "__set_name__":
+            # MicroPython asks every class attribute (App.REGS = this module) for
+            # __set_name__ through here and cannot take an AttributeError: answer a no-op.
+            return _no_set_name
+        v = _enum(name) if name.startswith("E_") else _instance(name)
+        if v is None:
+            raise AttributeError(name)
+        return v
 

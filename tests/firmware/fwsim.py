@@ -13,7 +13,8 @@ the core's tests need beyond a bus node:
   ``FakeUart`` name that ``SimBoard`` looks up at construction, so a test can swap
   in a subclass (e.g. one with ``set_baud``);
 * :class:`FakeFlash` at 64 KiB by default, the smallest flash the core supports;
-* :class:`Transactor` -- request/response over any Node.
+* :class:`Transactor` -- request/response over any Node, and :func:`rig`, a
+  booted application board with a Transactor in front of it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ shim.install()  # ``from micropython import const`` for rackfw under CPython
 
 __all__ = [
     "FakeClock", "FakeFlash", "FakeOutputs", "FakePin", "FakeSensors", "FakeUart", "FakeWdt",
-    "PowerCut", "SimBoard", "Transactor",
+    "PowerCut", "SimBoard", "Transactor", "rig",
 ]
 
 #: rackhil's virtual clock (wraps at 2**30 like MicroPython's ``time.ticks_*``).
@@ -161,3 +162,14 @@ class Transactor:
     def idle(self, us: int) -> None:
         self.t += us
         self.node.advance(self.t)
+
+
+def rig(app: Any, sensors: dict[int, int], unit_id: int = 1,
+        settle_us: int = 1_000_000) -> tuple[SimBoard, Transactor]:
+    """``app`` (the class) on a SimBoard with ``sensors`` set, run ``settle_us`` so the
+    app's boot settling is over, and a Transactor to talk Modbus to it."""
+    sim = SimBoard(app=app, unit_id=unit_id)
+    sim.sensors.values.update(sensors)
+    t = Transactor(sim, sim.byte_us, lambda: sim.now)
+    t.idle(settle_us)
+    return sim, t

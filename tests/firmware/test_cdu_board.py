@@ -13,11 +13,7 @@ UNIT = 1
 
 
 def rig(app, sensors):
-    sim = fwsim.SimBoard(app=app, unit_id=UNIT)
-    sim.sensors.values.update(sensors)
-    t = fwsim.Transactor(sim, sim.byte_us, lambda: sim.now)
-    t.idle(1_000_000)
-    return sim, t
+    return fwsim.rig(app, sensors, unit_id=UNIT)
 
 
 @pytest.mark.parametrize("mode", [M.STANDBY, M.MANUAL, M.AUTO])

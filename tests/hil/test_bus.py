@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from talker import Talker
 
 from rackhil.bus import GARBLED, Bus, WireByte
 from rackhil.clock import RealTimePacer
@@ -51,23 +52,6 @@ class Responder:
                 self._pending.append((last + t35 + self.turnaround_us, reply))
         out = [p for p in self._pending if p[0] <= until_us]
         self._pending = [p for p in self._pending if p[0] > until_us]
-        return out
-
-
-class Talker:
-    """Drives scripted bursts at fixed times and records what it hears."""
-
-    def __init__(self, name: str, script: list[tuple[int, bytes]]) -> None:
-        self.name = name
-        self.script = sorted(script)
-        self.heard: list[tuple[int, int]] = []
-
-    def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
-        self.heard.extend((t0_us + (i + 1) * byte_us, b) for i, b in enumerate(data))
-
-    def advance(self, until_us: int) -> list[tuple[int, bytes]]:
-        out = [s for s in self.script if s[0] <= until_us]
-        self.script = [s for s in self.script if s[0] > until_us]
         return out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from talker import Talker
 
 from rackhil.bus import GARBLED, LOST, Bus, WireByte
 from rackhil.capture import DLT_USER0, Capture, pcap_header, pcap_record, read_pcap
@@ -17,20 +18,6 @@ from rackproto.crc import with_crc
 
 LINE = LineSettings()
 B = LINE.byte_us
-
-
-class Talker:
-    def __init__(self, name: str, script: list[tuple[int, bytes]]) -> None:
-        self.name = name
-        self.script = sorted(script)
-
-    def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
-        pass
-
-    def advance(self, until_us: int) -> list[tuple[int, bytes]]:
-        out = [s for s in self.script if s[0] <= until_us]
-        self.script = [s for s in self.script if s[0] > until_us]
-        return out
 
 
 REQ = with_crc(bytes([1, 3, 0, 0, 0, 2]))

@@ -6,6 +6,7 @@ import math
 import statistics
 
 import pytest
+from talker import Talker
 
 from rackhil.bus import FLIPPED, LOST, Bus
 from rackhil.capture import Capture
@@ -36,21 +37,6 @@ from rackproto.crc import check, with_crc
 
 LINE = LineSettings()
 B = LINE.byte_us
-
-
-class Talker:
-    def __init__(self, name: str, script: list[tuple[int, bytes]]) -> None:
-        self.name = name
-        self.script = sorted(script)
-        self.heard = bytearray()
-
-    def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
-        self.heard += data
-
-    def advance(self, until_us: int) -> list[tuple[int, bytes]]:
-        out = [s for s in self.script if s[0] <= until_us]
-        self.script = [s for s in self.script if s[0] > until_us]
-        return out
 
 
 class Responder(Talker):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+
 from rackctl.cli.main import cli
 from rackproto import adu as adus
 from rackproto import pdu as P

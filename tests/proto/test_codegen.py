@@ -29,7 +29,24 @@ from rackproto.regtypes import ACCESS_CODE, Register, decode_words, raw_from_val
 MAPS = {name: load(name) for name in MAP_NAMES}
 
 
-def _fw_namespace(rmap: RegisterMap) -> dict[str, object]:
+class FwNamespace(dict):  # type: ignore[type-arg]
+    """A firmware module's globals; a missing name goes through its ``__getattr__``.
+
+    That is what ``R.PSU3_OUT_V`` does on the module: per-instance names of repeated
+    blocks are computed, not stored (``stored`` tells the two apart).
+    """
+
+    def __missing__(self, key: str) -> object:
+        try:
+            return self["__getattr__"](key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def stored(self, key: str) -> bool:
+        return dict.__contains__(self, key)
+
+
+def _fw_namespace(rmap: RegisterMap) -> FwNamespace:
     """Execute the generated firmware module with micropython.const = identity."""
     shim = types.ModuleType("micropython")
     shim.const = lambda x: x  # type: ignore[attr-defined]
@@ -38,7 +55,7 @@ def _fw_namespace(rmap: RegisterMap) -> dict[str, object]:
     try:
         ns: dict[str, object] = {}
         exec(compile(firmware_module(rmap), f"regs_{rmap.name}.py", "exec"), ns)
-        return ns
+        return FwNamespace(ns)
     finally:
         if saved is None:
             del sys.modules["micropython"]
@@ -104,7 +121,7 @@ def test_firmware_module_imports_only_micropython_const(name: str) -> None:
 def test_firmware_constants_match_the_map(name: str) -> None:
     rmap = MAPS[name]
     ns = _fw_namespace(rmap)
-    for r in rmap.registers:
+    for r in rmap.registers:  # instance names through the module's __getattr__
         assert ns[r.name.upper()] == r.address, r.name
         if r.type in ("string", "bytes"):
             assert ns[f"{r.name.upper()}_WORDS"] == r.count
@@ -124,6 +141,72 @@ def test_firmware_constants_match_the_map(name: str) -> None:
                 assert (
                     rmap.get(f"{d.prefix}{n}_{m.name}").address == base + (n - 1) * stride + offset
                 )
+
+
+@pytest.mark.parametrize("name", MAP_NAMES)
+def test_repeated_instances_are_computed_not_stored(name: str) -> None:
+    """The RAM rule: one global per block layout, none per instance (docs/firmware-memory.md)."""
+    rmap, ns = MAPS[name], FW[name]
+    instances = [r for r in rmap.registers if r.index is not None]
+    assert len(instances) == sum(d.count * len(d.members) for d in rmap.decls if d.repeated) > 0
+    for r in instances:
+        assert not ns.stored(r.name.upper()), r.name
+        assert ns[r.name.upper()] == r.address, r.name
+        if r.type in ("string", "bytes"):
+            assert ns[f"{r.name.upper()}_WORDS"] == r.count
+    for r in rmap.registers:
+        if r not in instances:
+            assert ns.stored(r.name.upper()), r.name
+    stored_consts = [k for k in ns if k.isupper() and isinstance(ns[k], int)]
+    assert len(stored_consts) == len(set(stored_consts))
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["PSU7_ON_CMD", "PSU0_STATUS", "PSU01_STATUS", "PSU_1_STATUS", "PSU1_NOPE", "PSU1_",
+     "PSU1_BITS_PRESENT_BIT", "PSU1_STATUS_WORDS", "PSU", "EVENT9_SEQ", "X1_Y"],
+)
+def test_unknown_instance_names_raise_attribute_error(missing: str) -> None:
+    ns = FW["power_shelf"]
+    with pytest.raises(AttributeError):
+        ns["__getattr__"](missing)  # type: ignore[operator]
+    assert ns["PSU6_OC_DELAY"] == MAPS["power_shelf"].get("psu6_oc_delay").address
+    assert ns["PSU3_SERIAL_WORDS"] == 8 and ns["PSU1_PRESENT_BIT"] == 100
+
+
+@given(block=st.sampled_from([d for m in MAPS.values() for d in m.decls if d.repeated]),
+       n=st.integers(-2, 12), member=st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789", max_size=14))
+def test_instance_lookup_agrees_with_the_map(block, n: int, member: str) -> None:
+    """Any name ``<PREFIX><n>_<MEMBER>`` resolves exactly when the map has that register."""
+    rmap = next(m for m in MAPS.values() if block in m.decls)
+    name = f"{block.prefix}{n}_{member}".lower()
+    regs = {r.name: r for r in rmap.registers if r.index is not None}
+    expected: int | None = None
+    if name in regs:
+        expected = regs[name].address
+    elif name.endswith("_words") and name[: -len("_words")] in regs:
+        r = regs[name[: -len("_words")]]
+        expected = r.count if r.type in ("string", "bytes") else None
+    try:
+        got: object = FW[rmap.name]["__getattr__"](name.upper())  # type: ignore[operator]
+    except AttributeError:
+        got = None
+    assert got == expected, name
+
+
+@pytest.mark.parametrize("name", MAP_NAMES)
+def test_enum_values_are_computed_and_flags_stored(name: str) -> None:
+    rmap, ns = MAPS[name], FW[name]
+    for set_name, values in rmap.enum_sets.items():
+        for v_name, v in values.items():
+            key = f"E_{set_name}_{v_name}".upper()
+            assert ns[key] == v and not ns.stored(key), key
+        with pytest.raises(AttributeError):
+            ns["__getattr__"](f"E_{set_name}_NO_SUCH_VALUE".upper())  # type: ignore[operator]
+    for set_name, bits in rmap.flag_sets.items():
+        for bit_name, bit in bits.items():
+            assert ns.stored(f"F_{set_name}_{bit_name}".upper())
+            assert ns[f"F_{set_name}_{bit_name}".upper()] == 1 << bit
 
 
 def test_firmware_flag_and_enum_constants() -> None:
@@ -245,7 +328,7 @@ for n in ${{JSON.stringify(names)}}:
     gc.collect(); before = gc.mem_alloc()
     m = __import__('regs_' + n)
     gc.collect()
-    print(n, m.HR_SIZE, len(m.HR_MIN), len(m.HR_MAX), len(m.HR_ACCESS), len(m.HR_DEFAULT), m.IR_SIZE, gc.mem_alloc() - before)
+    print(n, m.HR_SIZE, len(m.HR_MIN), len(m.HR_MAX), len(m.HR_ACCESS), len(m.HR_DEFAULT), m.IR_SIZE, m.EVENT8_VALUE, gc.mem_alloc() - before)
 `);
 process.stdout.write(out.join("\\n") + "\\n");
 """
@@ -276,10 +359,11 @@ def test_firmware_modules_import_in_the_micropython_vm(tmp_path: Path) -> None:
         if line
     }
     for name in MAP_NAMES:
-        hr, *lens, ir, ram = rows[name]
+        hr, *lens, ir, event8_value, ram = rows[name]
         assert hr == MAPS[name].table_size("holding") and lens == [hr] * 4
         assert ir == MAPS[name].table_size("input")
-        assert ram < 32 * 1024, f"regs_{name} costs {ram} bytes of RAM"
+        assert event8_value == MAPS[name].get("event8_value").address  # module __getattr__
+        assert ram < 16 * 1024, f"regs_{name} costs {ram} bytes of RAM"  # was ~20 KB (v1)
 
 
 def test_writer_reports_an_invalid_map_and_writes_nothing(

@@ -29,12 +29,26 @@ the two bus ends only, 560 ohm failsafe bias on the master. Line settings 8E1.
 Hardware watchdog: ``machine.WDT(timeout=WDT_MS)``; the Board feeds it from
 its control tick only while the loop is healthy (see rackfw.board).
 
-Flash: the configuration and event log live in one 24 KiB file on the board's
-littlefs filesystem (``/rackfw.dat``) rather than on raw flash, because the
-filesystem owns the flash after the MicroPython image. littlefs is itself
-power-loss safe; the two-copy config store adds the CRC/sequence guarantees.
-Flash operations stall the RP2040 (XIP), so the Board performs them only while
-the bus is idle.
+Flash: the flash HAL spans the config copies (0x0000, 0x1000), the event log
+(0x2000..0x5FFF) and the firmware-update staging area (0x6000 + STAGING_BYTES =
+128 KiB, so `rackctl flash` can stage an image): FLASH_SIZE = 152 KiB. Two backends:
+
+* ``FileFlash`` (default, works with the stock MicroPython image): one
+  preallocated littlefs file, ``/rackfw.dat``. The filesystem owns the flash after
+  the MicroPython image, so raw access there would corrupt it; littlefs is itself
+  power-loss safe and the two-copy config store adds CRC/sequence guarantees. A
+  24 KiB file from older firmware is grown in place (config and events kept).
+  littlefs needs the 152 KiB free (the Pico's filesystem is 1.4 MB).
+* ``RawFlash`` (``RAW_FLASH_START`` set): ``rp2.Flash(start=, len=)`` over a flash
+  region outside the filesystem — only with a MicroPython build whose
+  ``MICROPY_HW_FLASH_STORAGE_BYTES`` was reduced by FLASH_SIZE so the region is
+  free (e.g. the 152 KiB just below the filesystem). True NOR semantics: erase is
+  the sector erase ioctl, a write programs (ANDs) 256-byte pages.
+
+Both preallocate their buffers: no allocation per erase or page write. Flash
+operations stall the RP2040 (XIP), so the Board performs them only while the bus
+is idle; the flash HAL is opened before the watchdog starts, because creating the
+file on first boot takes longer than WDT_MS.
 
 Power shelf variant: PSU telemetry comes over PMBus (I2C) on a real shelf;
 that driver is not part of this board file, so the PSU channels read
@@ -57,7 +71,11 @@ BAUD = 19200  # until a stored `baud` setting says otherwise (Board calls set_ba
 WDT_MS = const(2000)
 POLL_MAX_US = const(200)
 FLASH_FILE = "/rackfw.dat"
-FLASH_SIZE = const(6 * 4096)
+SECTOR = const(4096)
+STAGING_BASE = const(0x6000)  # rackfw.update / rackproto.fwimage.STAGING_BASE
+STAGING_BYTES = const(128 * 1024)
+FLASH_SIZE = const(0x6000 + 128 * 1024)  # STAGING_BASE + STAGING_BYTES = 152 KiB
+RAW_FLASH_START = const(0)  # byte offset of a reserved region in a custom build; 0: use the file
 SERIAL = "PICO-0001"
 HW_REV = const(1)
 
@@ -210,21 +228,26 @@ class PwmOutputs:
 
 
 class FileFlash:
-    """The flash HAL on a littlefs file: erase = fill 0xFF, write = program bytes."""
+    """The flash HAL on a littlefs file: erase = fill 0xFF, write = program bytes.
 
-    SECTOR = 4096
+    A write overwrites (littlefs cannot AND); the firmware only programs erased
+    bytes, so the result is the same as on NOR flash.
+    """
 
     def __init__(self, path, size):
         self.path = path
         self.n = size
+        self._blank = b"\xff" * 256  # made once: erase allocates nothing
         try:
             self.f = open(path, "r+b")
         except OSError:
-            with open(path, "wb") as f:
-                blank = b"\xff" * 256
-                for _ in range(size // 256):
-                    f.write(blank)
+            open(path, "wb").close()
             self.f = open(path, "r+b")
+        have = self.f.seek(0, 2)
+        if have < size:  # new file, or a smaller one from older firmware: keep its data
+            for _ in range((size - have) // 256):
+                self.f.write(self._blank)
+            self.f.flush()
 
     def size(self):
         return self.n
@@ -238,15 +261,68 @@ class FileFlash:
 
     def write(self, offset, buf, n):
         self.f.seek(offset)
-        self.f.write(memoryview(buf)[:n])
+        if n == len(buf):
+            self.f.write(buf)
+        else:
+            self.f.write(memoryview(buf)[:n])
         self.f.flush()
 
     def erase(self, offset, n):
-        blank = b"\xff" * 256
+        blank = self._blank
         self.f.seek(offset)
         for _ in range(n // 256):
             self.f.write(blank)
         self.f.flush()
+
+
+class RawFlash:
+    """The flash HAL on raw NOR flash through ``rp2.Flash`` (a region outside the filesystem).
+
+    ``writeblocks(block, buf, offset)`` programs without erasing, but the SDK
+    programs whole 256-byte pages only: each touched page is read into a
+    preallocated buffer, ANDed with the new bytes and programmed back (programming
+    a bit that is already 0 again is harmless on NOR).
+    """
+
+    def __init__(self, start, size):
+        import rp2
+
+        self.dev = rp2.Flash(start=start, len=size)
+        self.n = size
+        self._page = bytearray(256)
+
+    def size(self):
+        return self.n
+
+    def read(self, offset, buf, n):
+        mv = buf if n == len(buf) else memoryview(buf)[:n]
+        self.dev.readblocks(offset // SECTOR, mv, offset % SECTOR)
+
+    def write(self, offset, buf, n):
+        page = self._page
+        dev = self.dev
+        i = 0
+        while i < n:
+            at = offset + i
+            base = at & ~255
+            dev.readblocks(base // SECTOR, page, base % SECTOR)
+            j = at - base
+            while j < 256 and i < n:
+                page[j] &= buf[i]
+                j += 1
+                i += 1
+            dev.writeblocks(base // SECTOR, page, base % SECTOR)
+
+    def erase(self, offset, n):
+        for s in range(offset // SECTOR, (offset + n) // SECTOR):
+            self.dev.ioctl(6, s)  # MP_BLOCKDEV_IOCTL_BLOCK_ERASE
+
+
+def open_flash():
+    """The board's flash HAL: a reserved raw region if configured, else the littlefs file."""
+    if RAW_FLASH_START:
+        return RawFlash(RAW_FLASH_START, FLASH_SIZE)
+    return FileFlash(FLASH_FILE, FLASH_SIZE)
 
 
 def _pwm(pin_no):
@@ -293,8 +369,9 @@ def build():
     de = machine.Pin(PIN_DE, machine.Pin.OUT, value=0)
     uart = Rs485Uart(BAUD)
     app, sensors, outputs = _cdu() if BOARD_KIND == "cdu" else _shelf()
+    flash = open_flash()  # before the watchdog: first boot creates a 152 KiB file
     wdt = machine.WDT(timeout=WDT_MS)
-    return Board(uart, de, Clock(), sensors, outputs, FileFlash(FLASH_FILE, FLASH_SIZE), wdt,
+    return Board(uart, de, Clock(), sensors, outputs, flash, wdt,
                  app, _unit_id(), None, SERIAL, HW_REV, _reset_cause(), None, 0, machine.reset)
 
 

@@ -9,8 +9,10 @@ RAM is the constraint (docs/firmware-memory.md): every public ``const()`` stays 
 module global on MicroPython (a dict slot, plus its interned name unless the
 module is frozen). Repeated blocks are therefore published as a layout only
 (``PSU_BASE``/``PSU_STRIDE``/``PSU_COUNT`` + member offsets), which is all the
-firmware uses; the per-instance names (``PSU3_OUT_V``) are listed in comments and
-computed on demand by a module ``__getattr__`` for tests and tools. The byte
+firmware uses; the per-instance names (``PSU3_OUT_V``) and the enum values
+(``E_CDU_MODE_FAULT``, which no firmware module uses) are computed on demand by a
+module ``__getattr__`` for tests, tools and init code. Flag masks stay stored
+constants: the applications test them every tick. The byte
 tables are ``bytes`` literals (read-only data in a frozen image, no temporary
 tuple at import).
 """
@@ -83,19 +85,27 @@ def _member_spec(d: BlockDecl) -> str:
     return " ".join(specs)
 
 
-# Resolves per-instance names of repeated blocks on demand. Runs on MicroPython
-# and CPython; allocates (string slicing), so it is for tests, tools and init code,
-# never the request path. Hidden from type checkers so they still reject typos.
+# Names computed on demand instead of stored (see the module docstring). Runs on
+# MicroPython and CPython; allocates (splitting strings), so it is for tests, tools
+# and init code, never the request path. Hidden from type checkers (TYPE_CHECKING
+# is always true for mypy) so that they still reject a misspelt constant.
 _GETATTR = """
-# Per-instance names of repeated blocks (PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V)
-# are computed here instead of being stored: each stored name would cost RAM on the board.
-# (prefix, base, stride, count, "MEMBER:offset[:words] ...")
+# Computed names, not stored: each stored name would cost RAM on the board.
+# Per-instance names of repeated blocks: PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V
+# (prefix, base, stride, count, "MEMBER:offset[:words] ...").
 _INSTANCES = (
 {rows}
 )
+# Enum values E_<SET>_<NAME>: "SET:NAME=value,...;..." (no firmware module uses them)
+_ENUMS = (
+{enums}
+)
 TYPE_CHECKING = const(0)
 if not TYPE_CHECKING:
-    def __getattr__(name):
+    def _no_set_name(*args):
+        return None
+
+    def _instance(name):
         for prefix, base, stride, count, members in _INSTANCES:
             p = len(prefix)
             if not name.startswith(prefix):
@@ -116,20 +126,50 @@ if not TYPE_CHECKING:
                     return base + (n - 1) * stride + int(parts[1])
                 if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
                     return int(parts[2])
-        raise AttributeError(name)
+        return None
+
+    def _enum(name):
+        for spec in _ENUMS.split(";"):
+            set_name, values = spec.split(":")
+            head = "E_" + set_name + "_"
+            if name.startswith(head):
+                for item in values.split(","):
+                    key, value = item.split("=")
+                    if head + key == name:
+                        return int(value)
+        return None
+
+    def __getattr__(name):
+        if name == "__set_name__":
+            # MicroPython asks every class attribute (App.REGS = this module) for
+            # __set_name__ through here and cannot take an AttributeError: answer a no-op.
+            return _no_set_name
+        v = _enum(name) if name.startswith("E_") else _instance(name)
+        if v is None:
+            raise AttributeError(name)
+        return v
 """
 
 
+def _enum_spec(rmap: RegisterMap, per_line: int = 4) -> str:
+    sets = [
+        f"{name.upper()}:" + ",".join(f"{k.upper()}={v}" for k, v in values.items())
+        for name, values in rmap.enum_sets.items()
+    ]
+    return "\n".join(
+        '    "' + ";".join(sets[i : i + per_line]) + (";" if i + per_line < len(sets) else "") + '"'
+        for i in range(0, len(sets), per_line)
+    )
+
+
 def _getattr_lines(rmap: RegisterMap) -> list[str]:
-    repeated = [d for d in rmap.decls if d.repeated]
-    if not repeated:
-        return []
     rows = "\n".join(
         f'    ("{d.prefix.upper()}", {d.name.upper()}_BASE, {d.name.upper()}_STRIDE, '
         f'{d.name.upper()}_COUNT,\n     "{_member_spec(d)}"),'
-        for d in repeated
+        for d in rmap.decls
+        if d.repeated
     )
-    return _GETATTR.format(rows=rows).split("\n")
+    return _GETATTR.format(rows=rows, enums=_enum_spec(rmap)).split("\n")
 
 
 def _hr_tables(rmap: RegisterMap) -> list[str]:
@@ -176,15 +216,11 @@ def _hr_tables(rmap: RegisterMap) -> list[str]:
     return lines
 
 
-def _set_lines(rmap: RegisterMap) -> list[str]:
+def _flag_lines(rmap: RegisterMap) -> list[str]:
     lines = ["", "# Flag masks: F_<SET>_<BIT> = 1 << bit"]
     for name, bits in rmap.flag_sets.items():
         for bit_name, bit in bits.items():
             lines.append(_c(f"f_{name}_{bit_name}", 1 << bit))
-    lines += ["", "# Enum values: E_<SET>_<NAME>"]
-    for name, values in rmap.enum_sets.items():
-        for v_name, v in values.items():
-            lines.append(_c(f"e_{name}_{v_name}", v))
     return lines
 
 
@@ -226,7 +262,7 @@ def firmware_module(rmap: RegisterMap) -> str:
                     lines.append(_c(r.name, r.address, _reg_comment(r)))
                     if r.type in ("string", "bytes"):
                         lines.append(_c(f"{r.name}_words", r.count))
-    lines += _set_lines(rmap)
+    lines += _flag_lines(rmap)
     lines += _hr_tables(rmap)
     lines += _getattr_lines(rmap)
     return "\n".join(lines) + "\n"

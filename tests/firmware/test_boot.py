@@ -1,0 +1,388 @@
+"""rackfw.boot: the boot loader that installs a staged firmware image.
+
+Under CPython with the fake NOR flash of ``rackhil.fake_hal`` and a temporary
+directory as the board's filesystem (``/lib`` files land under ``<tmp>/lib``: the
+tests pass paths through ``dest_path``), plus one run in the MicroPython VM (the
+real ``hashlib``/``os``/``struct`` of the port). The property tests hold the
+promise that matters: whatever happened to the staged octets, a damaged image is
+never installed, and the loader agrees with the host's ``fwimage`` parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import fwsim  # noqa: F401  (installs the micropython shim for rackfw under CPython)
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rackfw import boot
+from rackhil.fake_hal import FakeFlash
+from rackproto import fwimage
+from rackproto.crc import crc16
+
+BASE = boot.STAGING_BASE
+SHELF = 1
+CDU = 2
+
+FILES = {
+    "lib/rackfw/version.py": b"FW_MAJOR = 1\nFW_MINOR = 7\n",
+    "lib/rackfw/board.py": b"# board\n" * 100,
+    "lib/rackfw/power/app.py": bytes(range(256)) * 3,
+    "main.py": b"import rackfw\n",
+    "hal_js.py": b"",
+}
+
+
+class Fs:
+    """A board filesystem rooted in a host directory: ``dest_path`` under ``top``."""
+
+    def __init__(self, top: Path) -> None:
+        self.top = top
+        self.root = str(top / "lib")  # the emulated board's root for board files
+
+    def apply(self, flash: FakeFlash, board_type: int = SHELF, **kw) -> tuple[int, list[int]]:
+        stats = [0, 0]
+        real = boot.dest_path
+        boot.dest_path = lambda p, root: (  # type: ignore[assignment]
+            str(self.top / p) if p.startswith("lib/") else real(p, root))
+        try:
+            return boot.apply_staged(flash, board_type, self.root, stats=stats, **kw), stats
+        finally:
+            boot.dest_path = real  # type: ignore[assignment]
+
+    def installed(self) -> dict[str, bytes]:
+        out = {}
+        for p in sorted(self.top.rglob("*")):
+            if p.is_file():
+                out[p.relative_to(self.top).as_posix()] = p.read_bytes()
+        return out
+
+
+def expected(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {(p if p.startswith("lib/") else "lib/" + p): d for p, d in files.items()}
+
+
+def staged(image: bytes, size: int = 256 * 1024) -> FakeFlash:
+    flash = FakeFlash(size)
+    flash.mem[BASE : BASE + len(image)] = image
+    return flash
+
+
+def marker_at(image: bytes) -> int:
+    return BASE + ((len(image) + 15) & ~15)
+
+
+@pytest.fixture
+def fs(tmp_path: Path) -> Fs:
+    return Fs(tmp_path)
+
+
+# ---------------------------------------------------------------- install
+def test_fresh_install_writes_every_file_and_marks_the_image(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    status, stats = fs.apply(flash)
+    assert status == boot.S_INSTALLED
+    assert stats == [len(FILES), len(FILES)]
+    assert fs.installed() == expected(FILES)
+    at = marker_at(image)
+    assert bytes(flash.mem[at : at + 16]) == b"RFWA" + hashlib.sha256(image[56:]).digest()[:12]
+    assert bytes(flash.mem[BASE : BASE + len(image)]) == image  # kept: the active slot
+
+
+def test_next_boot_is_active_and_writes_nothing(fs: Fs) -> None:
+    flash = staged(fwimage.build(FILES, "power_shelf", (1, 7)))
+    fs.apply(flash)
+    mtimes = {p: p.stat().st_mtime_ns for p in fs.top.rglob("*") if p.is_file()}
+    status, stats = fs.apply(flash)
+    assert (status, stats) == (boot.S_ACTIVE, [0, len(FILES)])
+    assert {p: p.stat().st_mtime_ns for p in fs.top.rglob("*") if p.is_file()} == mtimes
+
+
+def test_a_fresh_filesystem_gets_the_active_image_again(fs: Fs, tmp_path_factory) -> None:
+    """The VM case: factory files at every boot, the slot re-applied, still ``active``."""
+    flash = staged(fwimage.build(FILES, "power_shelf", (1, 7)))
+    assert fs.apply(flash)[0] == boot.S_INSTALLED
+    fresh = Fs(tmp_path_factory.mktemp("fresh"))
+    status, stats = fresh.apply(flash)
+    assert (status, stats) == (boot.S_ACTIVE, [len(FILES), len(FILES)])
+    assert fresh.installed() == expected(FILES)
+
+
+def test_only_changed_files_are_written(fs: Fs) -> None:
+    for path, data in expected(FILES).items():
+        (fs.top / path).parent.mkdir(parents=True, exist_ok=True)
+        (fs.top / path).write_bytes(data)
+    old = dict(FILES, **{"lib/rackfw/version.py": b"FW_MAJOR = 1\nFW_MINOR = 0\n"})
+    (fs.top / "lib/rackfw/version.py").write_bytes(old["lib/rackfw/version.py"])
+    # same size, one octet different, deep inside the second chunk
+    app = bytearray(FILES["lib/rackfw/power/app.py"])
+    app[300] ^= 1
+    (fs.top / "lib/rackfw/power/app.py").write_bytes(app)
+    keep = fs.top / "lib/rackfw/board.py"
+    before = keep.stat().st_mtime_ns
+    status, stats = fs.apply(staged(fwimage.build(FILES, "power_shelf", (1, 7))))
+    assert (status, stats) == (boot.S_INSTALLED, [2, len(FILES)])
+    assert fs.installed() == expected(FILES)
+    assert keep.stat().st_mtime_ns == before
+
+
+def test_files_the_image_does_not_carry_are_left_alone(fs: Fs) -> None:
+    extra = fs.top / "lib/rackfw/cooling/app.py"
+    extra.parent.mkdir(parents=True)
+    extra.write_bytes(b"cdu")
+    fs.apply(staged(fwimage.build(FILES, "power_shelf", (1, 7))))
+    assert extra.read_bytes() == b"cdu"
+
+
+def test_an_mpy_module_replaces_the_source_it_shadows(fs: Fs) -> None:
+    src = fs.top / "lib/rackfw/board.py"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"old source")
+    fs.apply(staged(fwimage.build({"lib/rackfw/board.mpy": b"M\x06\x00"}, "power_shelf", "1.7")))
+    assert not src.exists()
+    assert (fs.top / "lib/rackfw/board.mpy").read_bytes() == b"M\x06\x00"
+
+
+def test_destination_paths() -> None:
+    assert boot.dest_path("lib/rackfw/board.py", "/lib") == "/lib/rackfw/board.py"
+    assert boot.dest_path("main.py", "/lib") == "/lib/main.py"
+    assert boot.dest_path("main.py", "/") == "/main.py"
+    assert boot.dest_path("lib/x.mpy", "/") == "/lib/x.mpy"
+
+
+# ---------------------------------------------------------------- refusals
+def test_erased_staging_area_is_no_image(fs: Fs) -> None:
+    assert fs.apply(FakeFlash())[0] == boot.S_NONE
+    assert fs.apply(FakeFlash(BASE + 16))[0] == boot.S_NONE  # no staging area at all
+    assert fs.installed() == {}
+
+
+def test_image_for_another_board_is_refused(fs: Fs) -> None:
+    flash = staged(fwimage.build(FILES, "cdu", (1, 7)))
+    assert fs.apply(flash, SHELF)[0] == boot.S_WRONG_BOARD
+    assert fs.installed() == {}
+    assert fs.apply(flash, CDU)[0] == boot.S_INSTALLED
+
+
+def test_incomplete_transfer_is_refused(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image[: len(image) - 128])  # the last chunk never arrived
+    assert fs.apply(flash)[0] == boot.S_BAD_DIGEST
+    assert fs.installed() == {}
+
+
+def test_image_without_room_for_its_marker_is_refused(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image, size=BASE + len(image))
+    assert fs.apply(flash)[0] == boot.S_TOO_LARGE
+    assert fs.installed() == {}
+
+
+def _raw_image(records: bytes, count: int, board: int = SHELF) -> bytes:
+    """An image with a valid header and digest around any payload (a buggy builder)."""
+    head = struct.pack("<4sHHHBBHHI32sHH", b"RFWI", 1, 56, board, 1, 7, count, 0,
+                       len(records), hashlib.sha256(records).digest(), 0, 0)
+    return head[:52] + struct.pack("<HH", crc16(head[:52]), 0) + records
+
+
+def _rec(path: bytes, data: bytes) -> bytes:
+    return struct.pack("<H", len(path)) + path + struct.pack("<I", len(data)) + data
+
+
+@pytest.mark.parametrize("records,count", [
+    (_rec(b"../etc/passwd", b"x"), 1),
+    (_rec(b"/abs.py", b"x"), 1),
+    (_rec(b"lib//x.py", b"x"), 1),
+    (_rec(b"a.py", b"x") + _rec(b"a.py", b"y"), 2),  # repeated path
+    (_rec(b"a.py", b"x"), 2),  # fewer records than the count
+    (_rec(b"a.py", b"x") + b"\x00", 1),  # trailing octets
+    (struct.pack("<H", 4) + b"a.py" + struct.pack("<I", 99) + b"x", 1),  # data past the end
+    (_rec(b"\xff\xfe.py", b"x"), 1),  # path not UTF-8
+])
+def test_malformed_records_are_refused_before_anything_is_written(fs: Fs, records: bytes,
+                                                                  count: int) -> None:
+    flash = staged(_raw_image(_rec(b"ok.py", b"fine") + records, count + 1))
+    assert fs.apply(flash)[0] == boot.S_BAD_LAYOUT
+    assert fs.installed() == {}
+
+
+def test_filesystem_error_is_reported_and_the_next_boot_finishes(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    calls = {"n": 0}
+
+    def flaky_open(path, mode="r"):
+        if "w" in mode:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise OSError(28, "ENOSPC")
+        return open(path, mode)
+
+    boot.open = flaky_open  # type: ignore[attr-defined]
+    try:
+        assert fs.apply(flash)[0] == boot.S_WRITE_FAILED
+    finally:
+        del boot.open  # type: ignore[attr-defined]
+    at = marker_at(image)
+    assert bytes(flash.mem[at : at + 16]) == b"\xff" * 16  # not marked: not installed
+    status, stats = fs.apply(flash)
+    assert (status, stats) == (boot.S_INSTALLED, [len(FILES) - 2, len(FILES)])
+    assert fs.installed() == expected(FILES)
+
+
+# ---------------------------------------------------------------- the marker
+def test_marker_in_an_unerased_sector_after_a_sector_sized_image(fs: Fs) -> None:
+    """An image ending on a sector boundary: the transfer did not erase the next sector,
+    which may hold an older, larger image; the loader erases it to write its marker."""
+    filler = 4096 - 56 - (2 + 5 + 4) - (2 + 5 + 4 + 4)
+    image = fwimage.build({"f.bin": b"z" * filler, "lib/a": b"q" * 4}, "power_shelf", "1.7")
+    assert len(image) == 4096
+    flash = staged(image)
+    flash.mem[BASE + 4096 : BASE + 8192] = b"\x00" * 4096  # old data
+    assert fs.apply(flash)[0] == boot.S_INSTALLED
+    assert bytes(flash.mem[BASE + 4096 : BASE + 4100]) == b"RFWA"
+    assert fs.apply(flash)[0] == boot.S_ACTIVE
+
+
+def test_torn_marker_write_is_completed_at_the_next_boot(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    fs.apply(flash)
+    at = marker_at(image)
+    good = bytes(flash.mem[at : at + 16])
+    flash.mem[at + 6 : at + 16] = b"\xff" * 10  # only 6 octets were programmed
+    assert fs.apply(flash)[0] == boot.S_INSTALLED
+    assert bytes(flash.mem[at : at + 16]) == good
+
+
+def test_a_new_image_of_the_same_size_is_not_taken_for_installed(fs: Fs) -> None:
+    first = fwimage.build(dict(FILES, **{"main.py": b"import rackfw\n"}), "power_shelf", "1.7")
+    second = fwimage.build(dict(FILES, **{"main.py": b"import rackfX\n"}), "power_shelf", "1.8")
+    assert len(first) == len(second)
+    flash = staged(first)
+    fs.apply(flash)
+    flash.mem[BASE : BASE + len(second)] = second  # (as if erased and programmed)
+    assert fs.apply(flash)[0] == boot.S_INSTALLED
+
+
+# ---------------------------------------------------------------- properties
+paths = st.lists(st.from_regex(r"(lib/)?[a-z]{1,8}(/[a-z]{1,8}){0,2}\.(py|mpy|bin)", fullmatch=True),
+                 min_size=1, max_size=6, unique=True)
+file_sets = paths.flatmap(lambda ps: st.tuples(
+    st.just(ps), st.lists(st.binary(max_size=700), min_size=len(ps), max_size=len(ps))))
+
+
+def _prefix_free(ps: list[str]) -> bool:
+    """No path is a directory of another (a filesystem cannot hold both)."""
+    stems = {p.rsplit(".", 1)[0] for p in ps}
+    return not any(q.startswith(p + "/") for p in ps + list(stems) for q in ps) and \
+        len(stems) == len(ps)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(file_sets)
+def test_any_image_installs_exactly_its_files(spec: tuple[list[str], list[bytes]]) -> None:
+    ps, datas = spec
+    if not _prefix_free(ps):
+        return
+    files = dict(zip(ps, datas, strict=True))
+    image = fwimage.build(files, "power_shelf", "1.7")
+    with tempfile.TemporaryDirectory() as tmp:
+        fs = Fs(Path(tmp))
+        status, stats = fs.apply(staged(image))
+        assert (status, stats) == (boot.S_INSTALLED, [len(files), len(files)])
+        assert fs.installed() == expected(files)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_damaged_image_is_never_installed(data: st.DataObject) -> None:
+    """Any flipped bit, or a transfer cut short, anywhere in the staged octets: the
+    loader installs iff the host's parser accepts the staged bytes, and then exactly
+    the image's files."""
+    image = bytearray(fwimage.build(FILES, "power_shelf", (1, 7)))
+    if data.draw(st.booleans(), label="truncate"):
+        cut = data.draw(st.integers(0, len(image) - 1), label="cut")
+        image[cut:] = b"\xff" * (len(image) - cut)
+    else:
+        pos = data.draw(st.integers(0, len(image) - 1), label="pos")
+        image[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    flash = staged(bytes(image))
+    try:
+        host_view = fwimage.read_staged(bytes(flash.mem))
+    except fwimage.ImageError:
+        host_view = None
+    with tempfile.TemporaryDirectory() as tmp:
+        fs = Fs(Path(tmp))
+        status, _ = fs.apply(flash)
+        if host_view is None:
+            assert status in (boot.S_NONE, boot.S_BAD_HEADER, boot.S_BAD_DIGEST,
+                              boot.S_BAD_LAYOUT, boot.S_WRONG_BOARD, boot.S_TOO_LARGE)
+            assert fs.installed() == {}
+        else:  # a flip the format cannot see (e.g. the reserved flags field)
+            assert status == boot.S_INSTALLED
+            assert fs.installed() == expected({f.path: f.data for f in host_view.files})
+
+
+# ---------------------------------------------------------------- report
+def test_report_logs_and_publishes_the_outcome() -> None:
+    from rackfw.events import EV_UPDATE
+
+    sim = fwsim.SimBoard(app=None)
+    board = sim.board
+    boot.report(board, boot.S_BAD_DIGEST)
+    r = board.regs
+    assert board.bank.ir[r.UPDATE_STATE] == 4  # failed
+    assert board.bank.ir[r.UPDATE_RESULT] == 4  # image_crc
+    rec = bytearray(16)
+    assert board.events.read(board.events.head, rec)
+    assert (rec[10], rec[12] << 8 | rec[13], rec[14] << 8 | rec[15]) == (
+        EV_UPDATE, boot.EVU_REFUSED, boot.S_BAD_DIGEST)
+
+
+# ---------------------------------------------------------------- in the VM
+@pytest.mark.slow
+@pytest.mark.vm
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node >= 20")
+def test_micropython_installs_and_refuses(mcu_process) -> None:
+    from rackhil.mcu import FIRMWARE_DIR, firmware_files
+
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    files = firmware_files("rackfw/boot.py", root=FIRMWARE_DIR, dest="/lib/rackfw")
+    files["/lib/rackfw/__init__.py"] = ""
+    files.update(firmware_files("hal_js.py", root=FIRMWARE_DIR / "boards" / "emulated"))
+    mcu_process.load("boot1", files, main=None, flash=bytes(flash.mem))
+    run = ("import hal_js\nfrom rackfw import boot\ns = [0, 0]\n"
+           "r = (boot.apply_staged(hal_js.Flash(), 1, '/lib', stats=s), s)\n")
+    mcu_process.exec("boot1", run)
+    assert mcu_process.eval("boot1", "r") == (boot.S_INSTALLED, [len(FILES), len(FILES)])
+    got = mcu_process.eval("boot1", "open('/lib/rackfw/power/app.py', 'rb').read()")
+    assert got == FILES["lib/rackfw/power/app.py"]
+    mcu_process.exec("boot1", run)
+    assert mcu_process.eval("boot1", "r") == (boot.S_ACTIVE, [0, len(FILES)])
+    dump = bytearray(mcu_process.read_flash("boot1"))
+    dump[BASE + 100] ^= 0x10
+    mcu_process.load("boot2", files, main=None, flash=bytes(dump))
+    mcu_process.exec("boot2", run)
+    assert mcu_process.eval("boot2", "r") == (boot.S_BAD_DIGEST, [0, 0])
+    assert not mcu_process.eval("boot2", "'power' in __import__('os').listdir('/lib/rackfw')")
+    mcu_process.unload("boot1")
+    mcu_process.unload("boot2")
+
+
+def test_module_is_micropython_shaped() -> None:
+    """Only builtins the RP2040 port has; no f-strings (the loader runs before rackfw)."""
+    src = Path(boot.__file__).read_text()
+    imports = {ln.split()[1] for ln in src.splitlines() if ln.startswith(("import ", "from "))}
+    assert imports <= {"hashlib", "os", "struct", "micropython"}
+    assert 'f"' not in src and "f'" not in src
+    assert os.path.basename(boot.__file__) == "boot.py"
