@@ -206,6 +206,14 @@ class Board:
         self.unit_id = unit_id
         self._r_addr = r_addr
         self._r_baud = r_baud
+        # the registers show the link as it runs, not the map defaults: a host that
+        # saves the config must not move the board to another id or speed by accident
+        if r_addr >= 0:
+            self.bank.hr[r_addr] = unit_id
+        if r_baud >= 0:
+            for i in range(len(BAUDS)):
+                if BAUDS[i] == baud:
+                    self.bank.hr[r_baud] = i
 
     def _restore(self, addr, value):
         regs = self.regs

@@ -202,3 +202,17 @@ def test_stored_baud_applied_when_uart_can_change_speed():
     assert bus2.sim.uart.baud == 38400 and bus2.sim.board.link.baud == 38400
     plain = cpython_bus(flash=flash)  # a UART without set_baud keeps its speed
     assert plain.sim.board.link.baud == 115200
+
+
+
+def test_link_registers_show_the_active_unit_id_and_speed():
+    """modbus_address/baud read what the board runs, not the map defaults (id 1, 19200):
+    a host that saves the config must not move the board to another id or speed."""
+    from fwsim import SimBoard
+
+    from rackfw import regs_common as RC
+    from rackfw.board import BAUDS
+
+    sim = SimBoard(unit_id=7, baud=115200)
+    assert sim.board.bank.hr[RC.MODBUS_ADDRESS] == 7
+    assert BAUDS[sim.board.bank.hr[RC.BAUD]] == 115200

@@ -228,16 +228,18 @@ class PwmOutputs:
 
 
 class FileFlash:
-    """The flash HAL on a littlefs file: erase = fill 0xFF, write = program bytes.
+    """The flash HAL on a littlefs file: erase = fill 0xFF, write = program (AND) bytes.
 
-    A write overwrites (littlefs cannot AND); the firmware only programs erased
-    bytes, so the result is the same as on NOR flash.
+    NOR semantics like the simulated boards: a write is read, ANDed and written
+    back in 256-byte pieces through one preallocated buffer.
     """
 
     def __init__(self, path, size):
         self.path = path
         self.n = size
         self._blank = b"\xff" * 256  # made once: erase allocates nothing
+        self._page = bytearray(256)
+        self._mv = memoryview(self._page)
         try:
             self.f = open(path, "r+b")
         except OSError:
@@ -260,12 +262,20 @@ class FileFlash:
             self.f.readinto(memoryview(buf)[:n])
 
     def write(self, offset, buf, n):
-        self.f.seek(offset)
-        if n == len(buf):
-            self.f.write(buf)
-        else:
-            self.f.write(memoryview(buf)[:n])
-        self.f.flush()
+        f = self.f
+        page = self._page
+        i = 0
+        while i < n:
+            k = n - i if n - i < 256 else 256
+            piece = page if k == 256 else self._mv[:k]
+            f.seek(offset + i)
+            f.readinto(piece)
+            for j in range(k):
+                page[j] &= buf[i + j]
+            f.seek(offset + i)
+            f.write(piece)
+            i += k
+        f.flush()
 
     def erase(self, offset, n):
         blank = self._blank
