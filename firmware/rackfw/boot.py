@@ -130,7 +130,7 @@ def _records(flash, off, size, count, buf):
             return
         flash.read(off, buf, plen)
         try:
-            path = str(bytes(buf[:plen]), "utf-8")
+            path = str(buf[:plen], "utf-8")
         except UnicodeError:
             yield None
             return
@@ -147,12 +147,20 @@ def _records(flash, off, size, count, buf):
         yield None
 
 
-def _layout_ok(flash, off, size, count, buf):
+def _layout_ok(flash, off, size, count, root, buf):
+    """Every record well formed, and no two files for one module on the board (``x.py``
+    and ``lib/x.py`` under root ``/lib``; ``x.py`` and ``x.mpy``): such an image would
+    install differently depending on its order, so it is refused as a whole."""
     seen = set()
     for rec in _records(flash, off, size, count, buf):
-        if rec is None or rec[0] in seen:
+        if rec is None:
             return False
-        seen.add(rec[0])
+        key = dest_path(rec[0], root)
+        if key.endswith(".mpy"):
+            key = key[:-4] + ".py"
+        if key in seen:
+            return False
+        seen.add(key)
     return True
 
 
@@ -204,10 +212,14 @@ def _makedirs(path):
 
 
 def _write(flash, off, n, path, buf):
-    _makedirs(path)
     tmp = path + ".new"
     mv = memoryview(buf)
-    with open(tmp, "wb") as f:
+    try:
+        f = open(tmp, "wb")
+    except OSError:  # a new directory (mkdir only then: a failed mkdir costs an exception)
+        _makedirs(path)
+        f = open(tmp, "wb")
+    with f:
         while n > 0:
             k = n if n < _CHUNK else _CHUNK
             flash.read(off, buf, k)
@@ -240,8 +252,8 @@ def _install(flash, off, size, count, root, buf):
         dest = dest_path(path, root)
         if not _same(flash, doff, dlen, dest, buf, fbuf):
             _write(flash, doff, dlen, dest, buf)
+            _drop_shadow(dest)  # an unchanged file had its twin removed when written
             written += 1
-        _drop_shadow(dest)
     return written
 
 
@@ -267,13 +279,16 @@ def _mark(flash, at, digest, buf):
     flash.write(at, buf, MARKER_SIZE)
 
 
-def apply_staged(flash, board_type, root="/lib", base=STAGING_BASE, stats=None):
+def apply_staged(flash, board_type, root="/lib", base=STAGING_BASE, stats=None, resync=True):
     """Install the image staged at ``base`` in ``flash`` (the flash HAL); an ``S_*`` status.
 
     ``board_type``: the common map's code (1 power_shelf, 2 cdu); an image for another
     board is refused. ``root``: where the board directory's files go (``/lib`` on the
     emulated board, ``/`` on a Pico). ``stats``, a list of 2, receives (files
-    written, files in the image) for diagnostics and measurements.
+    written, files in the image) for diagnostics and measurements. ``resync=False``
+    (a board whose filesystem persists) returns ``S_ACTIVE`` at once when the image is
+    marked installed, skipping the SHA-256 and the file compare; the emulated board
+    keeps the default, since its filesystem is the factory one at every boot.
     """
     buf = bytearray(_CHUNK)
     end = flash.size()
@@ -293,9 +308,11 @@ def apply_staged(flash, board_type, root="/lib", base=STAGING_BASE, stats=None):
     at = base + ((HEADER_SIZE + psize + MARKER_SIZE - 1) & ~(MARKER_SIZE - 1))
     if psize > end or at + MARKER_SIZE > end:
         return S_TOO_LARGE
+    if not resync and _marker_state(flash, at, digest, buf) == 1:
+        return S_ACTIVE
     if _digest(flash, body, psize, buf) != digest:
         return S_BAD_DIGEST
-    if not _layout_ok(flash, body, psize, count, buf):
+    if not _layout_ok(flash, body, psize, count, root, buf):
         return S_BAD_LAYOUT
     installed = _marker_state(flash, at, digest, buf) == 1
     try:

@@ -237,7 +237,7 @@ class Flasher:
         loss or 03 restarts the pair; 03 three times means the key is wrong."""
         a = self.a
         last: Exception | None = None
-        for _attempt in range(self.lost_retries):
+        for _attempt in range(self.lost_retries + 1):
             try:
                 await self._write(a.unlock_key, [self.unlock_key], repeat_lost=False)
                 await self._write(a.unlock_key, [self.unlock_key ^ 0xFFFF], repeat_lost=False)
@@ -256,7 +256,8 @@ class Flasher:
             raise FlashError(
                 f"unit {self.unit} refused the unlock key {self.unlock_key:#06x} (exception 03) "
                 "— pass the board's key with --unlock-key") from last
-        assert last is not None
+        if last is None:  # lost_retries < 0: nothing was tried
+            raise FlashError(f"unit {self.unit}: unlock was not attempted (lost_retries < 0)")
         raise last
 
     async def command(self, cmd: int) -> None:

@@ -12,7 +12,8 @@ the core's tests need beyond a bus node:
 * :class:`FakeUart` with ``stuck`` (a wedged transmitter) and the module-level
   ``FakeUart`` name that ``SimBoard`` looks up at construction, so a test can swap
   in a subclass (e.g. one with ``set_baud``);
-* :class:`FakeFlash` at 64 KiB by default, the smallest flash the core supports;
+* :class:`FakeFlash` at 64 KiB by default (what the core's tests are written
+  against; rackhil's default is 256 KiB);
 * :class:`Transactor` -- request/response over any Node, and :func:`rig`, a
   booted application board with a Transactor in front of it.
 """

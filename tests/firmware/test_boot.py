@@ -19,7 +19,7 @@ from pathlib import Path
 
 import fwsim  # noqa: F401  (installs the micropython shim for rackfw under CPython)
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rackfw import boot
@@ -104,6 +104,18 @@ def test_next_boot_is_active_and_writes_nothing(fs: Fs) -> None:
     status, stats = fs.apply(flash)
     assert (status, stats) == (boot.S_ACTIVE, [0, len(FILES)])
     assert {p: p.stat().st_mtime_ns for p in fs.top.rglob("*") if p.is_file()} == mtimes
+
+
+def test_without_resync_an_installed_image_is_not_read_again(fs: Fs) -> None:
+    """A persistent filesystem (RP2040): once marked, boot costs two small reads."""
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    assert fs.apply(flash, resync=False)[0] == boot.S_INSTALLED  # not marked: full install
+    (fs.top / "lib/main.py").unlink()
+    flash.mem[BASE + 200] ^= 1  # even a damaged payload goes unnoticed: nothing reads it
+    assert fs.apply(flash, resync=False) == (boot.S_ACTIVE, [0, 0])
+    assert not (fs.top / "lib/main.py").exists()
+    assert fs.apply(flash)[0] == boot.S_BAD_DIGEST  # the default re-verifies
 
 
 def test_a_fresh_filesystem_gets_the_active_image_again(fs: Fs, tmp_path_factory) -> None:
@@ -206,6 +218,8 @@ def _rec(path: bytes, data: bytes) -> bytes:
     (_rec(b"a.py", b"x") + b"\x00", 1),  # trailing octets
     (struct.pack("<H", 4) + b"a.py" + struct.pack("<I", 99) + b"x", 1),  # data past the end
     (_rec(b"\xff\xfe.py", b"x"), 1),  # path not UTF-8
+    (_rec(b"lib/ok.py", b"x"), 1),  # the same file as root "ok.py" under root /lib
+    (_rec(b"ok.mpy", b"x"), 1),  # two versions of one module
 ])
 def test_malformed_records_are_refused_before_anything_is_written(fs: Fs, records: bytes,
                                                                   count: int) -> None:
@@ -280,19 +294,18 @@ file_sets = paths.flatmap(lambda ps: st.tuples(
     st.just(ps), st.lists(st.binary(max_size=700), min_size=len(ps), max_size=len(ps))))
 
 
-def _prefix_free(ps: list[str]) -> bool:
-    """No path is a directory of another (a filesystem cannot hold both)."""
-    stems = {p.rsplit(".", 1)[0] for p in ps}
-    return not any(q.startswith(p + "/") for p in ps + list(stems) for q in ps) and \
-        len(stems) == len(ps)
+def _installable(ps: list[str]) -> bool:
+    """One file per module on the board, and no file where another needs a directory."""
+    dests = [boot.dest_path(p, "/lib").rsplit(".", 1)[0] for p in ps]
+    return len(set(dests)) == len(dests) and not any(
+        q.startswith(p + "/") for p in dests for q in dests)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(file_sets)
 def test_any_image_installs_exactly_its_files(spec: tuple[list[str], list[bytes]]) -> None:
     ps, datas = spec
-    if not _prefix_free(ps):
-        return
+    assume(_installable(ps))
     files = dict(zip(ps, datas, strict=True))
     image = fwimage.build(files, "power_shelf", "1.7")
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,19 +346,43 @@ def test_a_damaged_image_is_never_installed(data: st.DataObject) -> None:
 
 
 # ---------------------------------------------------------------- report
-def test_report_logs_and_publishes_the_outcome() -> None:
-    from rackfw.events import EV_UPDATE
-
-    sim = fwsim.SimBoard(app=None)
-    board = sim.board
-    boot.report(board, boot.S_BAD_DIGEST)
-    r = board.regs
-    assert board.bank.ir[r.UPDATE_STATE] == 4  # failed
-    assert board.bank.ir[r.UPDATE_RESULT] == 4  # image_crc
+def _last_event(board) -> tuple[int, int, int]:
     rec = bytearray(16)
     assert board.events.read(board.events.head, rec)
-    assert (rec[10], rec[12] << 8 | rec[13], rec[14] << 8 | rec[15]) == (
-        EV_UPDATE, boot.EVU_REFUSED, boot.S_BAD_DIGEST)
+    return rec[10], rec[12] << 8 | rec[13], rec[14] << 8 | rec[15]
+
+
+@pytest.mark.parametrize("status,result", [
+    (boot.S_BAD_DIGEST, 4), (boot.S_BAD_HEADER, 4), (boot.S_WRONG_BOARD, 4),
+    (boot.S_BAD_LAYOUT, 4), (boot.S_TOO_LARGE, 6), (boot.S_WRITE_FAILED, 5)])
+def test_report_of_a_refusal_logs_it_and_shows_failed(status: int, result: int) -> None:
+    from rackfw.events import EV_UPDATE
+
+    board = fwsim.SimBoard(app=None).board
+    boot.report(board, status)
+    r = board.regs
+    assert board.bank.ir[r.UPDATE_STATE] == 4  # failed
+    assert board.bank.ir[r.UPDATE_RESULT] == result  # image_crc / flash_error / too_large
+    assert board.update.state == 4
+    assert _last_event(board) == (EV_UPDATE, boot.EVU_REFUSED, status)
+
+
+def test_report_of_an_install_logs_the_running_version() -> None:
+    from rackfw.events import EV_UPDATE
+    from rackfw.version import FW_VERSION
+
+    board = fwsim.SimBoard(app=None).board
+    boot.report(board, boot.S_INSTALLED)
+    assert _last_event(board) == (EV_UPDATE, boot.EVU_INSTALLED, FW_VERSION)
+    assert board.bank.ir[board.regs.UPDATE_STATE] == 0  # idle
+
+
+@pytest.mark.parametrize("status", [boot.S_NONE, boot.S_ACTIVE])
+def test_report_of_nothing_new_logs_nothing(status: int) -> None:
+    board = fwsim.SimBoard(app=None).board
+    before = board.events.head
+    boot.report(board, status)
+    assert board.events.head == before
 
 
 # ---------------------------------------------------------------- in the VM

@@ -1,6 +1,5 @@
 """CDU building blocks on their own: sensor checks, leak latching, lead/lag pumps, modes."""
 
-
 from app_fakes import Events
 from hypothesis import given
 from hypothesis import strategies as st

@@ -1,6 +1,5 @@
 """Integer PID: limits, slew, anti-windup, bumpless transfer, derivative on measurement."""
 
-
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -5,7 +5,6 @@ setpoint and the load current is shared by the PSUs that are on.  Every test dri
 the condition through the sensors and checks outputs, registers and the event log.
 """
 
-
 import pytest
 from app_fakes import Clock, Events, Outputs, Sensors, default_bank
 

@@ -1,6 +1,5 @@
 """Per-PSU protection rules, BBU supervision and N+1 redundancy, one behaviour per test."""
 
-
 from rackfw.power import bbu as B
 from rackfw.power.protection import (
     F_OC,
