@@ -149,6 +149,7 @@ class Bus:
         seed: int = 0,
         quantum_us: int = 1000,
         idle_quantum_us: int | None = None,
+        idle_after_us: int = 0,
         pacer: AsFastAsPossible | RealTimePacer | None = None,
         advance_all: Callable[[Sequence[Any], int], Any] | None = None,
     ) -> None:
@@ -159,6 +160,10 @@ class Bus:
         self.rng = random.Random(seed)
         self.quantum_us = min(quantum_us, line.t35_us)
         self.idle_quantum_us = max(self.quantum_us, idle_quantum_us or self.quantum_us)
+        # idle strides only once the wire has been silent this long: a board answers a
+        # request after its turnaround, and its reply must not wait for a stride's end
+        self.idle_after_us = idle_after_us
+        self._last_wire_us = 0
         self.pacer = pacer or AsFastAsPossible()
         self.now_us = 0
         self.line_faults: list[LineFault] = []
@@ -244,13 +249,19 @@ class Bus:
         active = [a for a in live if not a.passive]
         for a in passive:  # host writes happen between steps: they start at or before now
             self._register_all(a, a.node.advance(self.now_us))
-        quantum = self.idle_quantum_us if not self._inflight else self.quantum_us
+        idle = not self._inflight and self.now_us >= self._last_wire_us + self.idle_after_us
+        quantum = self.idle_quantum_us if idle else self.quantum_us
         target = self.now_us + quantum
         if limit_us is not None:
             target = min(target, limit_us)
         if target <= self.now_us:
             return self.now_us
-        self.lag_s = self.pacer.wait_until(target)
+        wake = [a.node.fileno() for a in passive if hasattr(a.node, "fileno")] if idle else []
+        if wake:  # a host may write during the stride: cut it short when it does
+            target = max(self.now_us + 1, self.pacer.wait_or_wake(target, wake))
+            self.lag_s = 0.0
+        else:
+            self.lag_s = self.pacer.wait_until(target)
         self._commit(active, target)
         if active:
             results = self._advance_all([a.node for a in active], target)
@@ -282,6 +293,7 @@ class Bus:
             start_us = prev_end
         tx = Transmission(source, start_us, data, self.line.byte_us)
         self._last_end[source] = tx.end_us
+        self._last_wire_us = max(self._last_wire_us, tx.end_us)
         for fault in self.line_faults:
             fault.apply(tx, self.line, self.rng)
         for other in self._inflight:

@@ -9,8 +9,9 @@ step it sleeps until the wall clock has caught up with the step's target.
 
 from __future__ import annotations
 
+import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 US_PER_S = 1_000_000
 
@@ -31,6 +32,9 @@ class AsFastAsPossible:
 
     def wait_until(self, virtual_us: int) -> float:
         return 0.0
+
+    def wait_or_wake(self, virtual_us: int, fds: Sequence[int]) -> int:
+        return virtual_us
 
 
 class RealTimePacer:
@@ -76,3 +80,20 @@ class RealTimePacer:
             self._sleep(ahead)
             return 0.0
         return -ahead
+
+    def wait_or_wake(self, virtual_us: int, fds: Sequence[int]) -> int:
+        """Like :meth:`wait_until`, but return early when one of ``fds`` becomes
+        readable (a program wrote to the pty); returns the virtual time reached:
+        ``virtual_us``, or the virtual time of the wall clock at the wake-up.
+
+        This lets a real-time bus take long idle strides (few steps, little CPU) and
+        still start a host's request the moment it is written."""
+        target = self.wall_target(virtual_us)
+        ahead = target - self._monotonic()
+        if ahead <= 0:
+            return virtual_us
+        ready, _, _ = select.select(list(fds), [], [], ahead)
+        if not ready:
+            return virtual_us
+        reached = self._virt0 + int((self._monotonic() - self._wall0) * self.speed * US_PER_S)
+        return min(virtual_us, reached)

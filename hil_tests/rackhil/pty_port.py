@@ -66,6 +66,10 @@ class PtyPort:
         """The path a program should open (the link when there is one)."""
         return str(self.link or self.path)
 
+    def fileno(self) -> int:
+        """The pty master: readable once the program on the slave side has written."""
+        return self._master
+
     # ---- node contract -------------------------------------------------------
     def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
         self._out += data

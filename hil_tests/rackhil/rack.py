@@ -69,6 +69,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Silence on the wire after which a real-time bus takes idle strides (a board's
+#: turnaround is t3.5 plus one main-loop pass; a reply must never wait for a stride)
+REALTIME_IDLE_AFTER_US = 50_000
+
 NodeFactory = Callable[[BoardSpec, RackSpec], Any]
 
 
@@ -299,9 +303,12 @@ class Rack:
 
             self.capture = Capture(bus=self.bus)
         self.host.close()  # the pty is the host now; an idle port would only cost time
-        # a program on the pty writes whenever it likes: no idle strides that would
-        # delay its replies (and hand other boards frames late)
-        self.bus.idle_quantum_us = self.bus.quantum_us
+        # A program on the pty writes whenever it likes and must get its replies in
+        # real time: idle strides (one plant step) only after REALTIME_IDLE_AFTER_US of
+        # silence on the wire (longer than any board's turnaround), and a stride is cut
+        # short the moment the program writes (the runner waits on the pty's fd).
+        self.bus.idle_quantum_us = self._step_us
+        self.bus.idle_after_us = REALTIME_IDLE_AFTER_US
         self.pty = PtyPort(self.bus, "pty", link=pty_path or DEFAULT_LINK)
         self.bus.detach(self.pty)  # re-attached behind the turnaround guard
         self._pty_guard = self.bus.attach(TurnaroundGuard(self.pty, self.bus))
@@ -371,6 +378,9 @@ class TurnaroundGuard:
     def deliver(self, data: bytes, t0_us: int, byte_us: int) -> None:
         self._quiet_from = max(self._quiet_from, t0_us + len(data) * byte_us)
         self.port.deliver(data, t0_us, byte_us)
+
+    def fileno(self) -> int:
+        return int(self.port.fileno())
 
     def advance(self, until_us: int) -> list[tuple[int, bytes]]:
         earliest = self._quiet_from + self._gap_us
