@@ -226,7 +226,7 @@ HR_PERSIST = (
     b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x01\x01\x01\x01\x01\x01"  # 96
 )
 
-# Computed names, not stored: each stored name would cost RAM on the board.
+# Computed names, stored on first use: each stored name costs RAM on the board.
 # Per-instance names of repeated blocks: PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V
 # (prefix, base, stride, count, "MEMBER:offset[:words] ...").
 _INSTANCES = (
@@ -280,7 +280,14 @@ if not TYPE_CHECKING:
                         return int(value)
         return None
 
+    # Names already computed. Kept apart from the module globals: inserting into the
+    # big globals table could make it reallocate (~2 KB) in the middle of a run.
+    _COMPUTED = {}
+
     def __getattr__(name):
+        v = _COMPUTED.get(name)
+        if v is not None:
+            return v  # no allocation from the second lookup on
         if name == "__set_name__":
             # MicroPython asks every class attribute (App.REGS = this module) for
             # __set_name__ through here and cannot take an AttributeError: answer a no-op.
@@ -288,5 +295,6 @@ if not TYPE_CHECKING:
         v = _enum(name) if name.startswith("E_") else _instance(name)
         if v is None:
             raise AttributeError(name)
+        _COMPUTED[name] = v
         return v
 

@@ -43,6 +43,7 @@ class FwNamespace(dict):  # type: ignore[type-arg]
             raise KeyError(key) from None
 
     def stored(self, key: str) -> bool:
+        """Defined by the import itself (this is a snapshot of the globals after it)."""
         return dict.__contains__(self, key)
 
 
@@ -159,6 +160,28 @@ def test_repeated_instances_are_computed_not_stored(name: str) -> None:
             assert ns.stored(r.name.upper()), r.name
     stored_consts = [k for k in ns if k.isupper() and isinstance(ns[k], int)]
     assert len(stored_consts) == len(set(stored_consts))
+
+
+def test_a_computed_name_is_kept_after_its_first_use() -> None:
+    """Only names something uses cost RAM, and only the first lookup allocates."""
+    shim = types.ModuleType("micropython")
+    shim.const = lambda x: x  # type: ignore[attr-defined]
+    saved = sys.modules.get("micropython")
+    sys.modules["micropython"] = shim
+    try:
+        module = types.ModuleType("regs_power_shelf")
+        exec(compile(firmware_module(MAPS["power_shelf"]), "regs.py", "exec"), module.__dict__)
+    finally:
+        if saved is None:
+            del sys.modules["micropython"]
+        else:
+            sys.modules["micropython"] = saved
+    assert "PSU3_OUT_V" not in module.__dict__ and "E_BBU_MODE_FAULT" not in module.__dict__
+    assert module.PSU3_OUT_V == MAPS["power_shelf"].get("psu3_out_v").address
+    assert module.E_BBU_MODE_FAULT == 3
+    assert module.__dict__["PSU3_OUT_V"] == module.PSU3_OUT_V
+    assert "E_BBU_MODE_FAULT" in module.__dict__ and "PSU4_OUT_V" not in module.__dict__
+    assert not hasattr(module, "PSU7_OUT_V") and "PSU7_OUT_V" not in module.__dict__
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ module global on MicroPython (a dict slot, plus its interned name unless the
 module is frozen). Repeated blocks are therefore published as a layout only
 (``PSU_BASE``/``PSU_STRIDE``/``PSU_COUNT`` + member offsets), which is all the
 firmware uses; the per-instance names (``PSU3_OUT_V``) and the enum values
-(``E_CDU_MODE_FAULT``, which no firmware module uses) are computed on demand by a
-module ``__getattr__`` for tests, tools and init code. Flag masks stay stored
+(``E_CDU_MODE_FAULT``, which no firmware module uses) are computed on first use by
+a module ``__getattr__`` (and then kept), so only the names in use cost RAM. Flag masks stay stored
 constants: the applications test them every tick. The byte
 tables are ``bytes`` literals (read-only data in a frozen image, no temporary
 tuple at import).
@@ -85,12 +85,13 @@ def _member_spec(d: BlockDecl) -> str:
     return " ".join(specs)
 
 
-# Names computed on demand instead of stored (see the module docstring). Runs on
-# MicroPython and CPython; allocates (splitting strings), so it is for tests, tools
-# and init code, never the request path. Hidden from type checkers (TYPE_CHECKING
+# Names computed on demand instead of stored (see the module docstring), then kept
+# in a small cache: only the names something uses cost RAM. Runs on MicroPython and
+# CPython; the first lookup of a name allocates (splitting strings), later ones do
+# not. Hidden from type checkers (TYPE_CHECKING
 # is always true for mypy) so that they still reject a misspelt constant.
 _GETATTR = """
-# Computed names, not stored: each stored name would cost RAM on the board.
+# Computed names, stored on first use: each stored name costs RAM on the board.
 # Per-instance names of repeated blocks: PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V
 # (prefix, base, stride, count, "MEMBER:offset[:words] ...").
 _INSTANCES = (
@@ -139,7 +140,14 @@ if not TYPE_CHECKING:
                         return int(value)
         return None
 
+    # Names already computed. Kept apart from the module globals: inserting into the
+    # big globals table could make it reallocate (~2 KB) in the middle of a run.
+    _COMPUTED = {{}}
+
     def __getattr__(name):
+        v = _COMPUTED.get(name)
+        if v is not None:
+            return v  # no allocation from the second lookup on
         if name == "__set_name__":
             # MicroPython asks every class attribute (App.REGS = this module) for
             # __set_name__ through here and cannot take an AttributeError: answer a no-op.
@@ -147,6 +155,7 @@ if not TYPE_CHECKING:
         v = _enum(name) if name.startswith("E_") else _instance(name)
         if v is None:
             raise AttributeError(name)
+        _COMPUTED[name] = v
         return v
 """
 
