@@ -226,25 +226,46 @@ HR_PERSIST = (
     b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x01\x01\x01\x01\x01\x01"  # 96
 )
 
-# Computed names, stored on first use: each stored name costs RAM on the board.
+# Computed names, kept after first use: each stored name costs RAM on the board.
 # Per-instance names of repeated blocks: PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V
-# (prefix, base, stride, count, "MEMBER:offset[:words] ...").
+# (prefix, base, stride, count, " MEMBER=offset ... MEMBER_WORDS=-words ").
 _INSTANCES = (
     ("EVENT", EVENT_BASE, EVENT_STRIDE, EVENT_COUNT,
-     "SEQ:0 TIME:1 KIND:3 CODE:4 VALUE:5"),
+     " SEQ=0 TIME=1 KIND=3 CODE=4 VALUE=5 "),
     ("PUMP", PUMP_BASE, PUMP_STRIDE, PUMP_COUNT,
-     "STATUS:0 SPEED_CMD:1 RPM:2 CURRENT:3 RUN_HOURS:4"),
+     " STATUS=0 SPEED_CMD=1 RPM=2 CURRENT=3 RUN_HOURS=4 "),
 )
-# Enum values E_<SET>_<NAME>: "SET:NAME=value,...;..." (no firmware module uses them)
+# Enum values E_<SET>_<NAME> (no firmware module uses them): " <SET>_<NAME>=value ..."
 _ENUMS = (
-    "BOARD_TYPE:POWER_SHELF=1,CDU=2;RESET_CAUSE:UNKNOWN=0,POWER_ON=1,WATCHDOG=2,BROWNOUT=3,SOFTWARE=4,UPDATE=5;EVENT_KIND:NONE=0,RESET=1,FAULT_RAISED=2,FAULT_CLEARED=3,CONFIG=4,UNLOCK=5,UPDATE=6,MODE=7,HOTSWAP=8,WARNING=9,ALARM=10;LOCK_STATE:LOCKED=0,UNLOCKED=1;"
-    "BOARD_COMMAND:NONE=0,SAVE_CONFIG=1,REBOOT=2,FACTORY_DEFAULTS=3;UPDATE_COMMAND:NONE=0,BEGIN=1,WRITE_CHUNK=2,COMMIT=3,ABORT=4;UPDATE_STATE:IDLE=0,RECEIVING=1,VERIFYING=2,READY=3,FAILED=4;UPDATE_RESULT:OK=0,BAD_SESSION=1,BAD_OFFSET=2,CHUNK_CRC=3,IMAGE_CRC=4,FLASH_ERROR=5,TOO_LARGE=6,BUSY=7;"
-    "BAUD:B9600=0,B19200=1,B38400=2,B57600=3,B115200=4;CDU_MODE:STANDBY=0,AUTO=1,MANUAL=2,FAULT=3;MODE_COMMAND:STANDBY=0,AUTO=1,MANUAL=2;LEAD_SELECT:ROTATE=0,PUMP1=1,PUMP2=2"
+    " BOARD_TYPE_POWER_SHELF=1 BOARD_TYPE_CDU=2 RESET_CAUSE_UNKNOWN=0 RESET_CAUSE_POWER_ON=1"
+    " RESET_CAUSE_WATCHDOG=2 RESET_CAUSE_BROWNOUT=3 RESET_CAUSE_SOFTWARE=4 RESET_CAUSE_UPDATE=5"
+    " EVENT_KIND_NONE=0 EVENT_KIND_RESET=1 EVENT_KIND_FAULT_RAISED=2 EVENT_KIND_FAULT_CLEARED=3"
+    " EVENT_KIND_CONFIG=4 EVENT_KIND_UNLOCK=5 EVENT_KIND_UPDATE=6 EVENT_KIND_MODE=7"
+    " EVENT_KIND_HOTSWAP=8 EVENT_KIND_WARNING=9 EVENT_KIND_ALARM=10 LOCK_STATE_LOCKED=0"
+    " LOCK_STATE_UNLOCKED=1 BOARD_COMMAND_NONE=0 BOARD_COMMAND_SAVE_CONFIG=1 BOARD_COMMAND_REBOOT=2"
+    " BOARD_COMMAND_FACTORY_DEFAULTS=3 UPDATE_COMMAND_NONE=0 UPDATE_COMMAND_BEGIN=1 UPDATE_COMMAND_WRITE_CHUNK=2"
+    " UPDATE_COMMAND_COMMIT=3 UPDATE_COMMAND_ABORT=4 UPDATE_STATE_IDLE=0 UPDATE_STATE_RECEIVING=1"
+    " UPDATE_STATE_VERIFYING=2 UPDATE_STATE_READY=3 UPDATE_STATE_FAILED=4 UPDATE_RESULT_OK=0"
+    " UPDATE_RESULT_BAD_SESSION=1 UPDATE_RESULT_BAD_OFFSET=2 UPDATE_RESULT_CHUNK_CRC=3 UPDATE_RESULT_IMAGE_CRC=4"
+    " UPDATE_RESULT_FLASH_ERROR=5 UPDATE_RESULT_TOO_LARGE=6 UPDATE_RESULT_BUSY=7 BAUD_B9600=0"
+    " BAUD_B19200=1 BAUD_B38400=2 BAUD_B57600=3 BAUD_B115200=4"
+    " CDU_MODE_STANDBY=0 CDU_MODE_AUTO=1 CDU_MODE_MANUAL=2 CDU_MODE_FAULT=3"
+    " MODE_COMMAND_STANDBY=0 MODE_COMMAND_AUTO=1 MODE_COMMAND_MANUAL=2 LEAD_SELECT_ROTATE=0"
+    " LEAD_SELECT_PUMP1=1 LEAD_SELECT_PUMP2=2 "
 )
 TYPE_CHECKING = const(0)
 if not TYPE_CHECKING:
+    _COMPUTED = {}  # apart from the globals: growing that big table would cost ~2 KB
+
     def _no_set_name(*args):
         return None
+
+    def _value(spec, key):
+        j = spec.find(key)
+        if j < 0:
+            return None
+        j += len(key)
+        return int(spec[j:spec.find(" ", j)])
 
     def _instance(name):
         for prefix, base, stride, count, members in _INSTANCES:
@@ -259,30 +280,10 @@ if not TYPE_CHECKING:
             n = int(name[p:i])
             if n > count:
                 continue
-            member = name[i + 1:]
-            words = member.endswith("_WORDS")
-            for spec in members.split(" "):
-                parts = spec.split(":")
-                if parts[0] == member and not words:
-                    return base + (n - 1) * stride + int(parts[1])
-                if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
-                    return int(parts[2])
+            v = _value(members, " " + name[i + 1:] + "=")
+            if v is not None:
+                return -v if v < 0 else base + (n - 1) * stride + v
         return None
-
-    def _enum(name):
-        for spec in _ENUMS.split(";"):
-            set_name, values = spec.split(":")
-            head = "E_" + set_name + "_"
-            if name.startswith(head):
-                for item in values.split(","):
-                    key, value = item.split("=")
-                    if head + key == name:
-                        return int(value)
-        return None
-
-    # Names already computed. Kept apart from the module globals: inserting into the
-    # big globals table could make it reallocate (~2 KB) in the middle of a run.
-    _COMPUTED = {}
 
     def __getattr__(name):
         v = _COMPUTED.get(name)
@@ -292,7 +293,10 @@ if not TYPE_CHECKING:
             # MicroPython asks every class attribute (App.REGS = this module) for
             # __set_name__ through here and cannot take an AttributeError: answer a no-op.
             return _no_set_name
-        v = _enum(name) if name.startswith("E_") else _instance(name)
+        if name.startswith("E_"):
+            v = _value(_ENUMS, " " + name[2:] + "=")
+        else:
+            v = _instance(name)
         if v is None:
             raise AttributeError(name)
         _COMPUTED[name] = v

@@ -107,8 +107,12 @@ class UpdateMailbox:
             if self.state != ST_IDLE:
                 self.events.log(EV_UPDATE, CMD_ABORT, self.session)
             self.state = ST_IDLE
-            self._op = _NONE
             self.next_offset = 0
+            # erase the sector holding the image header: the boot loader installs any
+            # complete image it finds, so an aborted one must not stay readable
+            self.size = SECTOR
+            self._pos = 0
+            self._op = _ERASE
             self._publish(RES_OK)
             return
         if self.state == ST_IDLE or hr[r.UPDATE_SESSION] != self.session:

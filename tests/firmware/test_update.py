@@ -137,3 +137,17 @@ def test_writes_get_busy_06_while_staging_is_erased():
     bus.idle(100_000)
     r = bus.transact(mb.write_single(UNIT, 6, R.VOUT_SETPOINT, R.HR_MIN[R.VOUT_SETPOINT]))
     assert mb.exception_code(r, 6) is None
+
+
+def test_abort_erases_the_staged_header_so_the_boot_loader_cannot_install_it(bus):
+    """Every chunk received, then abort: the image must not survive to the next boot."""
+    image = os.urandom(600)
+    begin(bus, len(image))
+    for off in range(0, len(image), 128):
+        chunk(bus, off, image[off : off + 128])
+    flash = bus.sim.flash
+    assert bytes(flash.mem[UPDATE_BASE : UPDATE_BASE + len(image)]) == image
+    command(bus, 4)  # abort (retried while the header sector is being erased)
+    bus.idle(10_000)
+    assert status(bus) == (0, 0, 0)
+    assert bytes(flash.mem[UPDATE_BASE : UPDATE_BASE + len(image)]) == b"\xff" * len(image)

@@ -75,36 +75,44 @@ def _decl_lines(d: BlockDecl) -> list[str]:
 
 
 def _member_spec(d: BlockDecl) -> str:
-    """``NAME:offset`` per member, ``NAME:offset:words`` for strings/bytes (for ``__getattr__``)."""
+    """`` NAME=offset ...`` and `` NAME_WORDS=words`` for strings/bytes (for ``__getattr__``)."""
     specs = []
     for m in d.members:
-        spec = f"{m.name.upper()}:{m.address}"
+        specs.append(f"{m.name.upper()}={m.address}")
         if m.type in ("string", "bytes"):
-            spec += f":{m.count}"
-        specs.append(spec)
-    return " ".join(specs)
+            specs.append(f"{m.name.upper()}_WORDS=-{m.count}")  # negative: a count
+    return " " + " ".join(specs) + " "
 
 
 # Names computed on demand instead of stored (see the module docstring), then kept
 # in a small cache: only the names something uses cost RAM. Runs on MicroPython and
-# CPython; the first lookup of a name allocates (splitting strings), later ones do
-# not. Hidden from type checkers (TYPE_CHECKING
-# is always true for mypy) so that they still reject a misspelt constant.
+# CPython. The first lookup of a name allocates a few small strings (str.find on the
+# spec strings, no lists), later ones nothing. Hidden from type checkers (mypy takes
+# TYPE_CHECKING as true) so that they still reject a misspelt constant.
 _GETATTR = """
-# Computed names, stored on first use: each stored name costs RAM on the board.
+# Computed names, kept after first use: each stored name costs RAM on the board.
 # Per-instance names of repeated blocks: PSU3_OUT_V = PSU_BASE + 2 * PSU_STRIDE + PSU_OUT_V
-# (prefix, base, stride, count, "MEMBER:offset[:words] ...").
+# (prefix, base, stride, count, " MEMBER=offset ... MEMBER_WORDS=-words ").
 _INSTANCES = (
 {rows}
 )
-# Enum values E_<SET>_<NAME>: "SET:NAME=value,...;..." (no firmware module uses them)
+# Enum values E_<SET>_<NAME> (no firmware module uses them): " <SET>_<NAME>=value ..."
 _ENUMS = (
 {enums}
 )
 TYPE_CHECKING = const(0)
 if not TYPE_CHECKING:
+    _COMPUTED = {{}}  # apart from the globals: growing that big table would cost ~2 KB
+
     def _no_set_name(*args):
         return None
+
+    def _value(spec, key):
+        j = spec.find(key)
+        if j < 0:
+            return None
+        j += len(key)
+        return int(spec[j:spec.find(" ", j)])
 
     def _instance(name):
         for prefix, base, stride, count, members in _INSTANCES:
@@ -119,30 +127,10 @@ if not TYPE_CHECKING:
             n = int(name[p:i])
             if n > count:
                 continue
-            member = name[i + 1:]
-            words = member.endswith("_WORDS")
-            for spec in members.split(" "):
-                parts = spec.split(":")
-                if parts[0] == member and not words:
-                    return base + (n - 1) * stride + int(parts[1])
-                if words and len(parts) == 3 and parts[0] + "_WORDS" == member:
-                    return int(parts[2])
+            v = _value(members, " " + name[i + 1:] + "=")
+            if v is not None:
+                return -v if v < 0 else base + (n - 1) * stride + v
         return None
-
-    def _enum(name):
-        for spec in _ENUMS.split(";"):
-            set_name, values = spec.split(":")
-            head = "E_" + set_name + "_"
-            if name.startswith(head):
-                for item in values.split(","):
-                    key, value = item.split("=")
-                    if head + key == name:
-                        return int(value)
-        return None
-
-    # Names already computed. Kept apart from the module globals: inserting into the
-    # big globals table could make it reallocate (~2 KB) in the middle of a run.
-    _COMPUTED = {{}}
 
     def __getattr__(name):
         v = _COMPUTED.get(name)
@@ -152,7 +140,10 @@ if not TYPE_CHECKING:
             # MicroPython asks every class attribute (App.REGS = this module) for
             # __set_name__ through here and cannot take an AttributeError: answer a no-op.
             return _no_set_name
-        v = _enum(name) if name.startswith("E_") else _instance(name)
+        if name.startswith("E_"):
+            v = _value(_ENUMS, " " + name[2:] + "=")
+        else:
+            v = _instance(name)
         if v is None:
             raise AttributeError(name)
         _COMPUTED[name] = v
@@ -161,14 +152,13 @@ if not TYPE_CHECKING:
 
 
 def _enum_spec(rmap: RegisterMap, per_line: int = 4) -> str:
-    sets = [
-        f"{name.upper()}:" + ",".join(f"{k.upper()}={v}" for k, v in values.items())
+    items = [
+        f"{name.upper()}_{k.upper()}={v}"
         for name, values in rmap.enum_sets.items()
+        for k, v in values.items()
     ]
-    return "\n".join(
-        '    "' + ";".join(sets[i : i + per_line]) + (";" if i + per_line < len(sets) else "") + '"'
-        for i in range(0, len(sets), per_line)
-    )
+    lines = [" ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+    return "\n".join(f'    " {line}' + (' "' if n == len(lines) - 1 else '"') for n, line in enumerate(lines))
 
 
 def _getattr_lines(rmap: RegisterMap) -> list[str]:
