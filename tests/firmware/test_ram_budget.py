@@ -17,10 +17,14 @@ compiler, buffers, the board). The budgets below are stated against that:
 
 ``test_boards_boot_and_serve_within_budget`` boots each real board the way the
 software rack does (``VmNode.emulated``: ``boards/emulated/main.py``, JS HAL).
-``test_precompiled_mpy_costs_less_than_source`` runs the same board from ``.mpy``
-files (mpy-cross output, written into the VM's filesystem as binary) next to the
-``.py`` sources in one in-VM harness. Figures go to ``artifacts/ram_budget.json``
+``test_precompiled_mpy_boots_the_same_boards_in_less_heap`` runs the same boards
+from ``.mpy`` files (mpy-cross output, written into the VM's filesystem as binary)
+and from ``.py`` in one in-VM harness. Figures go to ``artifacts/ram_budget.json``
 and ``docs/firmware-memory.md`` explains them.
+
+The last tests check the RP2040 board file's flash HALs (config + event log + a
+128 KiB update staging area) against the NOR contract, under CPython with stand-ins
+for ``machine`` and ``rp2``.
 """
 
 from __future__ import annotations
@@ -67,8 +71,8 @@ def _pdu(fc: int, *words: int, tail: bytes = b"") -> bytes:
 def requests_for(board: str) -> list[bytes]:
     """One of every supported function code, addresses taken from the map.
 
-    The writes are to persisted registers with in-range values (their defaults and
-    the minimum), so the board accepts them and saves its configuration to flash.
+    The writes put the minimum of a persisted register (in range, not its default),
+    so the board accepts them and saves its configuration to flash.
     """
     rmap = load(board)
     reg = rmap.get("vout_setpoint" if board == "power_shelf" else "dp_sp")
@@ -104,8 +108,9 @@ def mcu():
 
 
 def serve(node, reqs: list[bytes], rounds: int, gap_us: int = 30_000) -> tuple[int, int]:
-    """Send ``rounds`` x ``reqs`` with ``gap_us`` of bus time each (a 256-byte reply takes 24 ms at 115200 baud); (replies, peak heap).
+    """Send ``rounds`` x ``reqs``, ``gap_us`` of bus time each; return (replies, peak heap).
 
+    The gap covers the longest reply (255 bytes take 24 ms at 115200 baud).
     Every reply must carry the request's function code (no exception) and a good
     CRC, so the measured path is the real one. The heap is sampled once per round.
     """

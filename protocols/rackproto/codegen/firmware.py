@@ -102,7 +102,7 @@ _ENUMS = (
 )
 TYPE_CHECKING = const(0)
 if not TYPE_CHECKING:
-    _COMPUTED = {{}}  # apart from the globals: growing that big table would cost ~2 KB
+    _COMPUTED = {{}}  # apart from the globals: growing them would reallocate their table
 
     def _no_set_name(*args):
         return None
@@ -230,6 +230,8 @@ def firmware_module(rmap: RegisterMap) -> str:
         "",
         f"{HEADER}",
         f"from {', '.join(f'rackproto/maps/{s}' for s in rmap.sources)}.",
+        "Per-instance names of repeated blocks (PSU3_OUT_V) and enum values (E_*) are",
+        "computed on first use, not stored (end of file; docs/firmware-memory.md).",
         '"""',
         "",
         "from micropython import const",
