@@ -64,8 +64,6 @@ import time
 import machine
 from micropython import const
 
-from rackfw.board import Board
-
 BOARD_KIND = "cdu"  # or "power_shelf"
 BAUD = 19200  # until a stored `baud` setting says otherwise (Board calls set_baud)
 WDT_MS = const(2000)
@@ -376,13 +374,24 @@ def _shelf():
 
 
 def build():
+    from rackfw import boot
+
     de = machine.Pin(PIN_DE, machine.Pin.OUT, value=0)
     uart = Rs485Uart(BAUD)
-    app, sensors, outputs = _cdu() if BOARD_KIND == "cdu" else _shelf()
     flash = open_flash()  # before the watchdog: first boot creates a 152 KiB file
+    # install a staged firmware image before any rackfw module it may replace is imported;
+    # the filesystem persists here, so an image marked installed is not re-checked
+    staged = boot.apply_staged(flash, 2 if BOARD_KIND == "cdu" else 1, "/", boot.STAGING_BASE,
+                               None, False)
+    from rackfw.board import Board
+
+    app, sensors, outputs = _cdu() if BOARD_KIND == "cdu" else _shelf()
     wdt = machine.WDT(timeout=WDT_MS)
-    return Board(uart, de, Clock(), sensors, outputs, flash, wdt,
-                 app, _unit_id(), None, SERIAL, HW_REV, _reset_cause(), None, 0, machine.reset)
+    cause = boot.RESET_UPDATE if staged == boot.S_INSTALLED else _reset_cause()
+    board = Board(uart, de, Clock(), sensors, outputs, flash, wdt,
+                  app, _unit_id(), None, SERIAL, HW_REV, cause, None, 0, machine.reset)
+    boot.report(board, staged)
+    return board
 
 
 def run(board):
