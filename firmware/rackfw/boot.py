@@ -7,20 +7,28 @@ the reset that should put the image to use. So the board file calls
 application (a module already imported cannot be replaced in a running VM; this
 module imports only builtins for that reason). It trusts nothing but the flash:
 
-1. header: magic, CRC-16, format, board type, and room for the install marker;
-2. payload: streamed through SHA-256 in ``_CHUNK``-octet reads (no big buffer: an
+1. header: magic, CRC-16, format, board type, and room for the install marker and
+   the commit record;
+2. commit record (``rackfw.update``): programmed by the mailbox only after the host's
+   ``commit`` and the image CRC-16 over the staged flash passed -- "the host said go".
+   Without it nothing is installed, even a complete image whose SHA-256 matches (the
+   host may have died between the last chunk and ``commit``);
+3. payload: streamed through SHA-256 in ``_CHUNK``-octet reads (no big buffer: an
    RP2040 has 264 KiB of RAM, the image may be 200 KiB), compared with the header;
-3. file records: every path and length checked before a single file is touched;
-4. install: each file whose size or contents differ from what is on the filesystem
+4. file records: every path and length checked before a single file is touched;
+5. install: each file whose size or contents differ from what is on the filesystem
    is written (``<path>.new``, then renamed over the old one); an unchanged file is
    not rewritten -- mpremote's "copy only what changed", with a chunked compare
    instead of a hash because both sides are local (a hash reads the same octets
    and does more work);
-5. marker: a 16-octet record ``RFWA`` + the first 12 octets of the SHA-256, written
+6. marker: a 16-octet record ``RFWA`` + the first 12 octets of the SHA-256, written
    after the image (16-aligned) once every file is in place.
 
-A corrupt or incomplete image (flipped bit, torn transfer, wrong board) stops at
-1-3 with nothing written, so the board boots what it had and reports why.
+A corrupt, incomplete or uncommitted image (flipped bit, torn transfer, wrong board,
+no commit) stops at 1-4 with nothing written, so the board boots what it had and
+reports why. The loader never erases flash: ``begin`` erased the marker slot along
+with the image (the mailbox erases every sector the image, marker and commit record
+touch), so the marker is only ever programmed.
 
 Why the image is kept after installing (A/B-like semantics): the staging area stays
 the *active slot*. On the RP2040 the filesystem persists, so later boots find the
@@ -48,7 +56,7 @@ STAGING_BASE = const(0x6000)  # rackfw.board.UPDATE_BASE
 SECTOR = const(4096)
 HEADER_SIZE = const(56)
 FORMAT_VERSION = const(1)
-MARKER_SIZE = const(16)
+MARKER_SIZE = const(16)  # the install marker; the commit record follows it (same size)
 RESET_UPDATE = const(5)  # the common map's reset_cause enum: update
 
 S_NONE = const(0)  # staging area erased: nothing staged
@@ -60,6 +68,7 @@ S_TOO_LARGE = const(5)  # image (plus its install marker) does not fit the flash
 S_BAD_DIGEST = const(6)  # payload does not match its SHA-256: incomplete or damaged
 S_BAD_LAYOUT = const(7)  # file records malformed (bad path, lengths past the payload)
 S_WRITE_FAILED = const(8)  # filesystem error while installing (retried at the next boot)
+S_UNCOMMITTED = const(9)  # no valid commit record: transferred (maybe) but never committed
 
 # EV_UPDATE codes added by the boot loader (rackfw.update uses 1 begin, 3 commit, 4 abort)
 EVU_INSTALLED = const(5)  # value: installed firmware version (major << 8 | minor)
@@ -77,6 +86,7 @@ _MAX_PATH = const(255)
 _HEADER = "<4sHHHBBHHI32sHH"
 _MAGIC = b"RFWI"
 _MARK = b"RFWA"
+_COMMIT = b"RFWC"
 
 
 def failed(status):
@@ -271,12 +281,32 @@ def _marker_state(flash, at, digest, buf):
 
 
 def _mark(flash, at, digest, buf):
-    if _marker_state(flash, at, digest, buf) < 0 and at % SECTOR == 0:
-        # a sector past the image that the transfer's erase did not cover
-        flash.erase(at, SECTOR)
+    """Program the install marker; False when its slot holds other data (not erased by
+    ``begin``: staged by an older mailbox, or failing flash). The loader does not erase
+    -- the slot's sector holds the commit record -- so such an image stays unmarked and
+    is installed (skipping unchanged files) again at the next boot."""
+    if _marker_state(flash, at, digest, buf) < 0:
+        return False
     for i in range(MARKER_SIZE):
         buf[i] = _MARK[i] if i < 4 else digest[i - 4]
     flash.write(at, buf, MARKER_SIZE)
+    return True
+
+
+def _committed(flash, at, image_size, buf):
+    """True when the commit record at ``at`` is whole and names an image of
+    ``image_size`` octets: magic, size, zero padding and its own CRC-16 (a torn record
+    write leaves erased octets that fail one of them). ``begin`` erased the record's
+    place, so a record left by an earlier image is never found here."""
+    flash.read(at, buf, MARKER_SIZE)
+    if (buf[0] != _COMMIT[0] or buf[1] != _COMMIT[1] or buf[2] != _COMMIT[2]
+            or buf[3] != _COMMIT[3]):
+        return False
+    if (buf[4] << 24 | buf[5] << 16 | buf[6] << 8 | buf[7]) != image_size:
+        return False
+    if buf[10] | buf[11] | buf[12] | buf[13]:
+        return False
+    return _crc16(buf, 14) == (buf[14] << 8 | buf[15])
 
 
 def apply_staged(flash, board_type, root="/lib", base=STAGING_BASE, stats=None, resync=True):
@@ -306,10 +336,12 @@ def apply_staged(flash, board_type, root="/lib", base=STAGING_BASE, stats=None, 
         return S_WRONG_BOARD
     body = base + HEADER_SIZE
     at = base + ((HEADER_SIZE + psize + MARKER_SIZE - 1) & ~(MARKER_SIZE - 1))
-    if psize > end or at + MARKER_SIZE > end:
+    if psize > end or at + 2 * MARKER_SIZE > end:
         return S_TOO_LARGE
     if not resync and _marker_state(flash, at, digest, buf) == 1:
         return S_ACTIVE
+    if not _committed(flash, at + MARKER_SIZE, HEADER_SIZE + psize, buf):
+        return S_UNCOMMITTED
     if _digest(flash, body, psize, buf) != digest:
         return S_BAD_DIGEST
     if not _layout_ok(flash, body, psize, count, root, buf):
@@ -334,7 +366,8 @@ def report(board, status):
     Installed: ``EV_UPDATE(EVU_INSTALLED, firmware version)`` (the board also reports
     reset cause ``update``, passed by the board file). Refused: ``EV_UPDATE(EVU_REFUSED,
     status)`` and ``update_state = failed`` with ``update_result`` image_crc (damaged,
-    incomplete, wrong board), too_large or flash_error, until the next mailbox command.
+    incomplete, uncommitted, wrong board), too_large or flash_error, until the next
+    mailbox command.
     """
     from rackfw.events import EV_UPDATE  # imported after the install, like the Board
 

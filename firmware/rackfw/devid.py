@@ -2,7 +2,19 @@
 
 The strings are encoded once at boot from the identity block, so answering is
 a copy loop into the TX buffer. Conformity level 0x82: basic + regular objects,
-stream and individual access. Extended objects (read code 03) are not offered.
+stream and individual access. Rules from MAP V1.1b3 6.21:
+
+- read code 01 basic (objects 0-2), 02 regular (0-6), 04 one object;
+- read code 03 (extended) is above our conformity level, and "the server must
+  respond in accordance with its actual conformity level": it is served like 02
+  (the response keeps read code 03);
+- stream access (01-03) from an object id the category does not hold restarts
+  at object 0; individual access (04) to an unknown object is exception 02;
+- a response must fit one PDU (253 bytes), else "more follows" = 0xFF and a
+  "next object id" page the stream. Each object is cut at boot to 32 bytes, so
+  all seven (8 + 7 x 34 = 246 bytes from the unit id) always fit one response:
+  "more follows" and "next object id" are always 0, and no paging code has to
+  live in RAM (the board's heap budget is tight).
 """
 
 from micropython import const
@@ -11,7 +23,7 @@ CONFORMITY = const(0x82)
 OBJ_COUNT = const(7)  # 0 VendorName .. 6 UserApplicationName
 _BASIC_LAST = const(2)
 _REGULAR_LAST = const(6)
-_OBJ_MAX = const(32)  # 7 objects x (2 + 32) bytes + header fit one 256-byte ADU
+_OBJ_MAX = const(32)  # 8 + 7 x (2 + 32) = 246 <= 254 (unit id + 253-byte PDU)
 
 
 class DeviceId:
@@ -38,16 +50,16 @@ class DeviceId:
                 return -2
             first = obj
             last = obj
-        elif code == 1 or code == 2:
+        elif 0 < code < 4:
             last = _BASIC_LAST if code == 1 else _REGULAR_LAST
-            first = obj if obj <= last else 0  # unknown start: restart at 0 (spec 6.21)
+            first = obj if obj <= last else 0  # unknown start: restart at 0
         else:
             return -3
         tx[1] = 0x2B
         tx[2] = 0x0E
         tx[3] = code
         tx[4] = CONFORMITY
-        tx[5] = 0  # more follows: everything fits in one response
+        tx[5] = 0  # more follows: everything fits in one response (_OBJ_MAX)
         tx[6] = 0  # next object id
         tx[7] = last - first + 1
         o = 8

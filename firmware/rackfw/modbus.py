@@ -18,7 +18,8 @@ Exception codes (Modbus Application Protocol V1.1b3, 4.4 and 6.x):
   application refused the value (e.g. it would break N+1 redundancy);
 - 06 busy: a firmware update is being written.
 Broadcast (unit 0) requests are executed only for the write functions and are
-never answered.
+never answered; an exception raised by a broadcast write is still counted (FC 08
+sub-function 0D, MSL 6.1.3).
 """
 
 from micropython import const
@@ -84,6 +85,10 @@ class ModbusServer:
             self.no_response = (self.no_response + 1) & _CNT_MASK
             return 0
         r = self._dispatch(fc, rx, n)
+        if r < 0:
+            # MSL 6.1.3: the exception count includes errors in broadcasts, which
+            # are never answered
+            self.exceptions = (self.exceptions + 1) & _CNT_MASK
         if bcast:
             self.no_response = (self.no_response + 1) & _CNT_MASK
             return 0
@@ -92,7 +97,6 @@ class ModbusServer:
         if r < 0:
             tx[1] = fc | 0x80
             tx[2] = -r
-            self.exceptions = (self.exceptions + 1) & _CNT_MASK
             return 3
         return r
 
@@ -118,9 +122,11 @@ class ModbusServer:
         if fc == 8:
             return self._diagnostics(rx, n)
         if fc == 0x2B:
-            if n >= 5 and rx[2] == 0x0E:
+            if n < 5:
+                return -3  # no MEI type: malformed, not an unknown function
+            if rx[2] == 0x0E:
                 return self.devid.respond(rx, n, self.link.tx)
-            return -1
+            return -1  # other MEI types (0x0D CANopen) are not offered
         return -1
 
     # reads --------------------------------------------------------------
@@ -293,31 +299,34 @@ class ModbusServer:
 
     # diagnostics ------------------------------------------------------------
     def _diagnostics(self, rx, n):
+        """FC 08. Sub-functions 00 and 0A-0F; others (01 restart, 02 diagnostic
+        register, 04 listen only, 10-14) are answered 01, which the MAP 6.8 state
+        diagram checks before the data field (03)."""
         if n < 6:
             return -3
         sub = _u16(rx, 2)
-        if sub == 0:  # return query data: echo the whole request PDU
+        if sub == 0:  # return query data: echo the whole request PDU, any length
             return self._echo(n - 2)
-        if n != 8:
-            return -3
-        if _u16(rx, 4) != 0:
+        if sub < 0x0A or sub > 0x0F:
+            return -1
+        if n != 8 or _u16(rx, 4) != 0:
             return -3
         link = self.link
         if sub == 0x0A:
             self.clear_counters()
             v = 0
-        elif sub == 0x0B:
+        elif sub == 0x0B:  # good-CRC frames for any address (bad CRC: not counted)
             v = link.bus_msgs
         elif sub == 0x0C:
-            v = link.crc_errors
+            # MSL 6.1.3 counter 2: CRC errors, and frames whose CRC could not be
+            # computed (overrun, too short, t1.5 gap) -- link.framing_errors
+            v = link.crc_errors + link.framing_errors
         elif sub == 0x0D:
             v = self.exceptions
         elif sub == 0x0E:
             v = self.server_msgs
-        elif sub == 0x0F:
+        else:  # 0x0F
             v = self.no_response
-        else:
-            return -1
         tx = link.tx
         tx[1] = 8
         _put16(tx, 2, sub)

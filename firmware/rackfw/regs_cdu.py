@@ -12,7 +12,7 @@ from micropython import const
 REGMAP_VERSION = const(1)
 REGMAP_BOARD_TYPE = const(2)
 IR_SIZE = const(134)
-HR_SIZE = const(122)
+HR_SIZE = const(132)
 COIL_SIZE = const(1)
 DI_SIZE = const(3)
 
@@ -94,16 +94,16 @@ EVENT_SELECT = const(2)  # u16 rw
 COMMAND = const(3)  # enum rw
 MODBUS_ADDRESS = const(4)  # u16 protected
 BAUD = const(5)  # enum protected
-# block update: holding 16..95
-UPDATE_COMMAND = const(16)  # enum protected
-UPDATE_SESSION = const(17)  # u16 rw
-UPDATE_OFFSET = const(18)  # u32 B rw
-UPDATE_LENGTH = const(20)  # u16 B rw
-UPDATE_CHUNK_CRC = const(21)  # u16 rw
-UPDATE_IMAGE_SIZE = const(22)  # u32 B rw
-UPDATE_IMAGE_CRC = const(24)  # u16 rw
-UPDATE_CHUNK = const(32)  # bytes[128] rw
+# block update: holding 16..88
+UPDATE_IMAGE_SIZE = const(16)  # u32 B rw
+UPDATE_IMAGE_CRC = const(18)  # u16 rw
+UPDATE_SESSION = const(19)  # u16 rw
+UPDATE_OFFSET = const(20)  # u32 B rw
+UPDATE_LENGTH = const(22)  # u16 B rw
+UPDATE_CHUNK_CRC = const(23)  # u16 rw
+UPDATE_CHUNK = const(24)  # bytes[128] rw
 UPDATE_CHUNK_WORDS = const(64)
+UPDATE_COMMAND = const(88)  # enum protected
 # block settings: holding 100..112
 MODE_CMD = const(100)  # enum rw
 T_SUPPLY_SP = const(101)  # i16 x0.01 °C rw
@@ -125,6 +125,17 @@ TEMP_KD = const(118)  # u16 x0.001 protected
 DP_KP = const(119)  # u16 x0.001 protected
 DP_KI = const(120)  # u16 x0.001 protected
 DP_KD = const(121)  # u16 x0.001 protected
+# block limits: holding 124..127
+PUMP_OC_LIMIT = const(124)  # u16 x0.01 A protected
+ROTATE_HOURS = const(125)  # u16 h protected
+HIGH_DP_PCT = const(126)  # u16 % protected
+PROCESS_ALARM_DELAY = const(127)  # u16 ms protected
+# block pump_hours: 2 x 2 holding from 128 (Persisted pump run-hour counters (pump1, pump2): restored at boot, saved once per hour of pump running.)
+PUMP_HOURS_BASE = const(128)
+PUMP_HOURS_STRIDE = const(2)
+PUMP_HOURS_COUNT = const(2)
+PUMP_HOURS_HOURS = const(0)  # offset; u32 x0.01 h protected
+# instances PUMP1_* .. PUMP2_*: computed by __getattr__ (not stored)
 
 # ---- coil ------------------------------------------------------------------
 # block common_coils: coil 0..0
@@ -177,34 +188,36 @@ HR_MIN = (
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  # 84
     0, 0, 0, 0, 0, 1500, 200, 0, 0, 0, 0, 0,  # 96
     0, 2000, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0,  # 108
-    0, 0,  # 120
+    0, 0, 0, 0, 100, 0, 105, 100, 0, 0, 0, 0,  # 120
 )
 HR_MAX = (
     65535, 1, 65535, 3, 247, 4, 0, 0, 0, 0, 0, 0,  # 0
-    0, 0, 0, 0, 4, 65535, 65535, 65535, 128, 65535, 65535, 65535,  # 12
-    65535, 0, 0, 0, 0, 0, 0, 0, 65535, 65535, 65535, 65535,  # 24
+    0, 0, 0, 0, 65535, 65535, 65535, 65535, 65535, 65535, 128, 65535,  # 12
+    65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 24
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 36
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 48
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 60
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 72
-    65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 84
+    65535, 65535, 65535, 65535, 4, 0, 0, 0, 0, 0, 0, 0,  # 84
     0, 0, 0, 0, 2, 4500, 3000, 1000, 1000, 2, 1000, 1000,  # 96
     15, 6000, 5000, 1000, 30000, 0, 0, 0, 65000, 65000, 65000, 65000,  # 108
-    65000, 65000,  # 120
+    65000, 65000, 0, 0, 3000, 8760, 400, 60000, 65535, 65535, 65535, 65535,  # 120
 )
 # 0 = ro (or no register), 1 = rw, 2 = protected (needs unlock)
 HR_ACCESS = (
-    b"\x01\x01\x01\x01\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x01\x01\x01\x01\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 0
     b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 32
-    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 64
-    b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x02\x02\x02\x02\x02\x02\x02\x00\x00\x00\x02\x02\x02\x02\x02\x02"  # 96
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x02\x00\x00\x00\x00\x00\x00\x00"  # 64
+    b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x02\x02\x02\x02\x02\x02\x02\x00\x00\x00\x02\x02\x02\x02\x02\x02\x00\x00\x02\x02\x02\x02"  # 96
+    b"\x02\x02\x02\x02"  # 128
 )
 # 1 where the register is i16 (compare the written word as signed)
 HR_SIGNED = (
     b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 0
     b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 32
     b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 64
-    b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 96
+    b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 96
+    b"\x00\x00\x00\x00"  # 128
 )
 # Factory defaults (raw words; signed registers as signed ints)
 HR_DEFAULT = (
@@ -218,14 +231,15 @@ HR_DEFAULT = (
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  # 84
     0, 0, 0, 0, 1, 3000, 1000, 500, 500, 0, 800, 1000,  # 96
     3, 4500, 200, 200, 2000, 0, 0, 0, 8000, 400, 0, 500,  # 108
-    200, 0,  # 120
+    200, 0, 0, 0, 1200, 24, 150, 5000, 0, 0, 0, 0,  # 120
 )
 # 1 where the register is part of the stored configuration (flash)
 HR_PERSIST = (
     b"\x00\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 0
     b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 32
     b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 64
-    b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x01\x01\x01\x01\x01\x01"  # 96
+    b"\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x01\x01\x01\x01\x01\x01\x00\x00\x01\x01\x01\x01"  # 96
+    b"\x01\x01\x01\x01"  # 128
 )
 
 # Computed names, kept after first use: each stored name costs RAM on the board.
@@ -236,6 +250,8 @@ _INSTANCES = (
      " SEQ=0 TIME=1 KIND=3 CODE=4 VALUE=5 "),
     ("PUMP", PUMP_BASE, PUMP_STRIDE, PUMP_COUNT,
      " STATUS=0 SPEED_CMD=1 RPM=2 CURRENT=3 RUN_HOURS=4 "),
+    ("PUMP", PUMP_HOURS_BASE, PUMP_HOURS_STRIDE, PUMP_HOURS_COUNT,
+     " HOURS=0 "),
 )
 # Enum values E_<SET>_<NAME> (no firmware module uses them): " <SET>_<NAME>=value ..."
 _ENUMS = (

@@ -113,16 +113,16 @@ EVENT_SELECT = const(2)  # u16 rw
 COMMAND = const(3)  # enum rw
 MODBUS_ADDRESS = const(4)  # u16 protected
 BAUD = const(5)  # enum protected
-# block update: holding 16..95
-UPDATE_COMMAND = const(16)  # enum protected
-UPDATE_SESSION = const(17)  # u16 rw
-UPDATE_OFFSET = const(18)  # u32 B rw
-UPDATE_LENGTH = const(20)  # u16 B rw
-UPDATE_CHUNK_CRC = const(21)  # u16 rw
-UPDATE_IMAGE_SIZE = const(22)  # u32 B rw
-UPDATE_IMAGE_CRC = const(24)  # u16 rw
-UPDATE_CHUNK = const(32)  # bytes[128] rw
+# block update: holding 16..88
+UPDATE_IMAGE_SIZE = const(16)  # u32 B rw
+UPDATE_IMAGE_CRC = const(18)  # u16 rw
+UPDATE_SESSION = const(19)  # u16 rw
+UPDATE_OFFSET = const(20)  # u32 B rw
+UPDATE_LENGTH = const(22)  # u16 B rw
+UPDATE_CHUNK_CRC = const(23)  # u16 rw
+UPDATE_CHUNK = const(24)  # bytes[128] rw
 UPDATE_CHUNK_WORDS = const(64)
+UPDATE_COMMAND = const(88)  # enum protected
 # block shelf_ctl: holding 100..107
 VOUT_SETPOINT = const(100)  # u16 x0.01 V rw
 FAN_OVERRIDE = const(101)  # u16 % rw
@@ -199,22 +199,22 @@ HR_MIN = (
 )
 HR_MAX = (
     65535, 1, 65535, 3, 247, 4, 0, 0, 0, 0, 0, 0,  # 0
-    0, 0, 0, 0, 4, 65535, 65535, 65535, 128, 65535, 65535, 65535,  # 12
-    65535, 0, 0, 0, 0, 0, 0, 0, 65535, 65535, 65535, 65535,  # 24
+    0, 0, 0, 0, 65535, 65535, 65535, 65535, 65535, 65535, 128, 65535,  # 12
+    65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 24
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 36
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 48
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 60
     65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 72
-    65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535,  # 84
+    65535, 65535, 65535, 65535, 4, 0, 0, 0, 0, 0, 0, 0,  # 84
     0, 0, 0, 0, 5400, 100, 6000, 8000, 1100, 1250, 1, 300,  # 96
     0, 0, 1, 5000, 0, 0, 1, 5000, 0, 0, 1, 5000,  # 108
     0, 0, 1, 5000, 0, 0, 1, 5000, 0, 0, 1, 5000,  # 120
 )
 # 0 = ro (or no register), 1 = rw, 2 = protected (needs unlock)
 HR_ACCESS = (
-    b"\x01\x01\x01\x01\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00"  # 0
+    b"\x01\x01\x01\x01\x02\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 0
     b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 32
-    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 64
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x02\x00\x00\x00\x00\x00\x00\x00"  # 64
     b"\x00\x00\x00\x00\x01\x01\x02\x02\x02\x02\x01\x01\x00\x00\x01\x02\x00\x00\x01\x02\x00\x00\x01\x02\x00\x00\x01\x02\x00\x00\x01\x02"  # 96
     b"\x00\x00\x01\x02"  # 128
 )

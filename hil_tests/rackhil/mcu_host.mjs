@@ -3,7 +3,9 @@
 // Protocol: one JSON object per line on stdin (request) and stdout (response).
 //   request  {"id": n, "cmd": "...", ...}
 //   response {"id": n, "ok": true, "result": ...} | {"id": n, "ok": false, "error": "..."}
-// Bytes travel as hex strings. Each board runs in its own worker_thread
+// Bytes travel as hex strings; files for a board's filesystem as base64 in
+// `files_b64` ({vm_path: base64}), so binary .mpy and text sources cross the pipe
+// alike (a plain `files` map of text is still accepted). Each board runs in its own worker_thread
 // (mcu_worker.mjs); a command naming several boards runs them in parallel and
 // answers once, so the Python side pays one pipe round-trip per batch.
 //
@@ -45,6 +47,15 @@ function resolveMicroPython() {
 
 const MP_MODULE = resolveMicroPython();
 
+// {vm_path: Uint8Array} from a load request. Tight copies (not views on Buffer's
+// shared pool), so cloning them into a worker copies only the file itself.
+function decodeFiles(spec) {
+  const out = {};
+  for (const [p, text] of Object.entries(spec.files || {})) out[p] = new Uint8Array(Buffer.from(text, 'utf8'));
+  for (const [p, b64] of Object.entries(spec.files_b64 || {})) out[p] = new Uint8Array(Buffer.from(b64, 'base64'));
+  return out;
+}
+
 class BoardHost {
   constructor(name, spec) {
     this.name = name;
@@ -66,6 +77,7 @@ class BoardHost {
     this.worker = null;
     this.hangs = 0;
     this.sensors = new Map(); // kept here so a restarted worker gets them back
+    this.files = decodeFiles(spec);
   }
 
   get now() {
@@ -76,7 +88,7 @@ class BoardHost {
     const w = new Worker(WORKER, {
       workerData: {
         name: this.name,
-        files: this.spec.files || {},
+        files: this.files,
         main: this.spec.main || null,
         config: this.spec.config || {},
         seed: this.spec.seed,

@@ -208,10 +208,11 @@ async function boot(resetCause) {
   const mp = await loadMicroPython({ stdout, stderr: stdout, linebuffer: true });
   st.mp = mp;
   mp.registerJsModule('jshal', makeHal(config));
-  for (const [path, text] of Object.entries(W.files)) {
+  // W.files: {vm_path: Uint8Array} — written byte for byte (sources and .mpy alike)
+  for (const [path, data] of Object.entries(W.files)) {
     const dir = path.substring(0, path.lastIndexOf('/'));
     if (dir) mp.FS.mkdirTree(dir);
-    mp.FS.writeFile(path, text);
+    mp.FS.writeFile(path, data);
   }
   if (W.seed !== undefined && W.seed !== null) {
     try {

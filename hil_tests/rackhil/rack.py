@@ -156,7 +156,8 @@ class Rack:
                 self.trace.probe(f"flow.{name}.plant", partial(getattr, plant, "flow_lpm"), unit="L/min")
 
     def _make_node(self, spec: BoardSpec, rack: RackSpec) -> Any:
-        """A node running the real firmware for ``spec`` on its runtime (vm / cpython)."""
+        """A node running the real firmware for ``spec`` on its runtime (vm / cpython);
+        a VM board boots from sources or ``.mpy`` as ``spec.firmware`` says."""
         config = {"board": spec.type, "unit_id": spec.id, "baud": rack.line.baud,
                   "serial": f"EMU-{spec.id:04d}"}
         if spec.runtime == "vm":
@@ -164,7 +165,8 @@ class Rack:
 
             if self._mcu is None:
                 self._mcu = McuProcess()
-            return VmNode.emulated(self._mcu, spec.name, config, seed=rack.seed * 1000 + spec.id)
+            return VmNode.emulated(self._mcu, spec.name, config, firmware=spec.firmware,
+                                   seed=rack.seed * 1000 + spec.id)
         from .cpython_node import CPythonNode
 
         return CPythonNode(spec.name, config)

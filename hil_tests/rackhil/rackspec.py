@@ -5,12 +5,17 @@ checked completely before anything starts, and every mistake raises
 :class:`rackproto.errors.ConfigError` whose message starts with the file and names the
 key (``boards[2].plant.load_w``), so a typo never becomes a silently default rack.
 
+``firmware`` only matters for ``runtime = "vm"``: ``"mpy"`` writes mpy-cross output into
+the board's VM (:mod:`rackhil.firmware_files`), ~20 KB less heap per board, like an
+RP2040 deployment; CPython boards always run the sources.
+
 Schema (every key optional except ``boards``; see ``examples/rack.toml``)::
 
     [rack]
     name = "default"
     seed = 1                  # everything random (noise, line faults) derives from it
     runtime = "vm"            # default for boards: "vm" (MicroPython VM) | "cpython"
+    firmware = "py"           # VM boards boot from "py" sources | "mpy" (mpy-cross, as deployed)
     plant_step = 0.1          # s of virtual time between plant/board couplings
 
     [bus]
@@ -23,6 +28,7 @@ Schema (every key optional except ``boards``; see ``examples/rack.toml``)::
     type = "power_shelf"      # power_shelf | cdu
     name = "shelf-1"          # default "<type>-<id>"
     runtime = "cpython"       # overrides [rack].runtime for this board
+    firmware = "mpy"          # overrides [rack].firmware for this board
     [boards.plant]            # plant model parameters (rackhil.plants)
     load_w = 9000.0
 """
@@ -41,15 +47,16 @@ from .wire import LineSettings
 
 BOARD_TYPES = ("power_shelf", "cdu")
 RUNTIMES = ("vm", "cpython")
+FIRMWARE_FORMATS = ("py", "mpy")  # = rackhil.firmware_files.FORMATS
 MAX_UNIT = 247
 
 #: Plant parameters accepted per board type (keyword arguments of the plant models;
 #: for the CDU the fields of ``CduParams`` plus ``noise``).
 SHELF_PLANT_KEYS = {"load_w": float, "ambient_c": float, "psus": int, "bbu_soc": float, "noise": float}
 
-_RACK_KEYS = {"name", "seed", "runtime", "plant_step"}
+_RACK_KEYS = {"name", "seed", "runtime", "firmware", "plant_step"}
 _BUS_KEYS = {"baud", "parity", "stop_bits"}
-_BOARD_KEYS = {"id", "type", "name", "runtime", "plant"}
+_BOARD_KEYS = {"id", "type", "name", "runtime", "firmware", "plant"}
 
 
 def _cdu_plant_keys() -> dict[str, type]:
@@ -69,6 +76,7 @@ class BoardSpec:
     name: str
     runtime: str
     plant: dict[str, Any] = field(default_factory=dict)
+    firmware: str = "py"  # "py" | "mpy": what a VM board boots from
 
     @property
     def map_name(self) -> str:
@@ -97,6 +105,13 @@ class RackSpec:
         """The same rack with every board on ``runtime`` (``--runtime`` on the CLI)."""
         _check_choice(runtime, RUNTIMES, "runtime", self.source)
         return dataclasses.replace(self, boards=tuple(dataclasses.replace(b, runtime=runtime) for b in self.boards))
+
+    def with_firmware(self, firmware: str) -> RackSpec:
+        """The same rack with every board booting ``firmware`` (``--firmware`` on the CLI)."""
+        _check_choice(firmware, FIRMWARE_FORMATS, "firmware", self.source)
+        return dataclasses.replace(
+            self, boards=tuple(dataclasses.replace(b, firmware=firmware) for b in self.boards)
+        )
 
     def with_line(self, *, baud: int | None = None, parity: str | None = None) -> RackSpec:
         """The same rack with another baud rate and/or parity on the wire."""
@@ -149,6 +164,8 @@ def parse(doc: dict[str, Any], source: str = "<memory>") -> RackSpec:
     name = _typed(rack.get("name", Path(source).stem if source != "<memory>" else "rack"), str, "rack.name", source)
     default_runtime = rack.get("runtime", "vm")
     _check_choice(default_runtime, RUNTIMES, "rack.runtime", source)
+    default_firmware = rack.get("firmware", "py")
+    _check_choice(default_firmware, FIRMWARE_FORMATS, "rack.firmware", source)
     plant_step = _typed(rack.get("plant_step", 0.1), float, "rack.plant_step", source)
     if not 0.001 <= plant_step <= 1.0:
         raise ConfigError(f"{source}: rack.plant_step must be 0.001..1.0 s, not {plant_step}")
@@ -192,6 +209,8 @@ def parse(doc: dict[str, Any], source: str = "<memory>") -> RackSpec:
             raise ConfigError(f"{source}: {where}.name {bname!r} is used twice")
         runtime = raw.get("runtime", default_runtime)
         _check_choice(runtime, RUNTIMES, f"{where}.runtime", source)
+        firmware = raw.get("firmware", default_firmware)
+        _check_choice(firmware, FIRMWARE_FORMATS, f"{where}.firmware", source)
         plant_raw = raw.get("plant", {})
         if not isinstance(plant_raw, dict):
             raise ConfigError(f"{source}: {where}.plant must be a table")
@@ -200,7 +219,7 @@ def parse(doc: dict[str, Any], source: str = "<memory>") -> RackSpec:
         plant = {k: _typed(v, allowed[k], f"{where}.plant.{k}", source) for k, v in plant_raw.items()}
         seen[unit] = where
         names.add(bname)
-        boards.append(BoardSpec(unit, kind, bname, runtime, plant))
+        boards.append(BoardSpec(unit, kind, bname, runtime, plant, firmware))
     return RackSpec(tuple(boards), line, seed, name, plant_step, source)
 
 

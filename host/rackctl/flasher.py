@@ -7,18 +7,25 @@ The board side is ``rackfw.update`` (the common map's ``update`` holding block a
    60 s grant runs out and again if the board answers 04 (locked);
 2. ``begin``: session id + image size; the board erases the staging area one
    sector per poll and answers every write with exception 06 (busy) meanwhile;
-3. per chunk (≤ 128 octets): header (session, offset, length, CRC-16 of the
-   chunk), the chunk window, ``write_chunk``, then a read of ``update_status``.
-   ``update_next_offset`` is the truth: a chunk counts as delivered when it moved
-   past it, a CRC-refused chunk is sent again, and after a lost reply the host
-   resumes from wherever the board says it is;
+3. per chunk (≤ 128 octets) **one** FC 16: session, offset, length, CRC-16 of the
+   chunk, the 64-register chunk window and ``update_command = write_chunk`` -- the
+   map keeps them contiguous and the board runs a multiple write's registers in
+   order, so the command sees the header and window of the same request;
 4. ``commit`` with the CRC-16 of the whole image; the board re-reads its staging
-   flash and reports ``ready`` (or ``failed``/``image_crc``).
+   flash, programs its commit record and reports ``ready`` (or
+   ``failed``/``image_crc``). Only a committed image is installed at the next boot.
 
-Why the status read after every chunk instead of trusting write replies: a write
-reply only says the registers were stored; whether the chunk passed its CRC and
-reached flash is known after the board's housekeeping ran, and a reply lost on
-the wire must not make the host skip or repeat a chunk.
+``update_next_offset`` is the truth, read every ``status_every`` chunks (and after
+the first chunk, after any exchange lost on the wire, after a refused chunk and
+after the last one): a write reply only says the registers were stored; whether the
+chunk passed its CRC and reached flash shows in the status. The board refuses every
+chunk whose offset is not the one it expects, so chunks sent after a refused one
+are refused too and nothing lands out of order: the host goes back to the board's
+``next_offset`` (go-back-N) and counts the refusal against ``max_chunk_retries``.
+Reading the status only every N chunks is what makes a chunk one transaction
+instead of two: the window costs N chunks of re-sending in the rare case of a
+silent refusal (a CRC mismatch behind a good frame CRC, another host, a board
+reset), which the status read catches.
 
 Everything that waits goes through the injected ``sleep``/``clock``, so the same
 code runs in real time on a serial port and in virtual time on the simulated bus.
@@ -37,6 +44,7 @@ from typing import Any
 from rackproto import regmap
 from rackproto.crc import crc16
 from rackproto.errors import DeviceTimeout, FrameError, ModbusException, RackError
+from rackproto.fwimage import staged_extent
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,9 @@ class UpdateStatus:
 
 @dataclass
 class FlashProgress:
-    """Handed to ``progress_cb`` after every step; ``done`` counts acknowledged octets."""
+    """Handed to ``progress_cb`` after every step. ``done``: octets sent whose write was
+    acknowledged; the board's ``update_next_offset`` confirms them every ``status_every``
+    chunks, so after a refused chunk ``done`` steps back to where the board stands."""
 
     phase: str  # unlock, begin, write, commit, verify, done
     done: int
@@ -116,8 +126,16 @@ def chunk_words(data: bytes) -> list[int]:
     return [(data[i] << 8) | data[i + 1] for i in range(0, len(data), 2)]
 
 
+CHUNK_WORDS = CHUNK_MAX // 2
+
+
 class _Addresses:
-    """Register addresses of the update mailbox, from the common map (never typed twice)."""
+    """Register addresses of the update mailbox, from the common map (never typed twice).
+
+    The requests below write runs of registers in one FC 16, so their order is
+    checked here: begin (image size, image CRC, session), commit (image CRC,
+    session) and the chunk frame (session, offset, length, chunk CRC, window,
+    command)."""
 
     def __init__(self) -> None:
         m = regmap.load("common")
@@ -128,11 +146,19 @@ class _Addresses:
         self.image_crc = m.get("update_image_crc").address
         self.chunk = m.get("update_chunk").address
         self.status = m.get("update_state").address
-        for name in ("update_offset", "update_length", "update_chunk_crc"):
-            expect = self.session + {"update_offset": 1, "update_length": 3,
-                                     "update_chunk_crc": 4}[name]
-            if m.get(name).address != expect:  # the header is written in one request
-                raise FlashError(f"common map: {name} is not where the flasher expects it")
+        expect = {
+            "update_image_crc": self.image_size + 2,
+            "update_session": self.image_crc + 1,
+            "update_offset": self.session + 1,
+            "update_length": self.session + 3,
+            "update_chunk_crc": self.session + 4,
+            "update_chunk": self.session + 5,
+            "update_command": self.chunk + CHUNK_WORDS,
+        }
+        for name, address in expect.items():
+            if m.get(name).address != address:
+                raise FlashError(f"common map: {name} is not where the flasher expects it "
+                                 f"({address}); the chunk frame must be contiguous")
 
 
 _ADDR: _Addresses | None = None
@@ -163,18 +189,24 @@ class Flasher:
         busy_timeout: float = 10.0,
         max_chunk_retries: int = 8,
         lost_retries: int = 3,
+        status_every: int = 16,
+        one_write: bool = True,
         unlock_key: int = UNLOCK_KEY,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_MAX:
             raise ValueError(f"chunk_size must be 1..{CHUNK_MAX}")
+        if status_every < 1:
+            raise ValueError("status_every must be at least 1")
         self.link = link
         self.unit = device_id
         self.session = session if session is not None else secrets.randbelow(0xFFFF) + 1
         self.chunk_size = chunk_size
         self.busy_timeout = busy_timeout
         self.max_chunk_retries = max_chunk_retries
+        self.status_every = status_every
+        self.one_write = one_write
         self.unlock_key = unlock_key
         self.sleep = sleep
         self.clock = clock
@@ -260,20 +292,20 @@ class Flasher:
             raise FlashError(f"unit {self.unit}: unlock was not attempted (lost_retries < 0)")
         raise last
 
-    async def command(self, cmd: int) -> None:
-        """Write ``update_command``; unlock first when the grant is (nearly) over or the
-        board says it is locked (exception 04)."""
+    async def protected_write(self, address: int, values: list[int]) -> None:
+        """A write that includes ``update_command`` (protected): unlock first when the
+        grant is (nearly) over, and again if the board says it is locked (exception 04)."""
         if self._unlocked_at is None or self.clock() - self._unlocked_at > UNLOCK_RENEW_S:
             await self.unlock()
         try:
-            await self._write(self.a.command, [cmd])
+            await self._write(address, values)
         except ModbusException as exc:
             if exc.code != 4:
                 raise
             log.info("unit %d: update_command refused as locked; unlocking again", self.unit)
             await self.unlock()
             try:
-                await self._write(self.a.command, [cmd])
+                await self._write(address, values)
             except ModbusException as exc2:
                 if exc2.code == 4:
                     raise FlashError(
@@ -282,13 +314,16 @@ class Flasher:
                         "flash") from exc2
                 raise
 
+    async def command(self, cmd: int) -> None:
+        """Write ``update_command`` alone (begin, commit, abort; write_chunk the old way)."""
+        await self.protected_write(self.a.command, [cmd])
+
     async def begin(self, size: int, image_crc: int = 0) -> UpdateStatus:
         if not 0 < size <= 0xFFFFFFFF:
             raise ImageTooLarge(f"image size {size} is not 1..{0xFFFFFFFF}")
-        a = self.a
-        # session, offset (2), length, chunk crc, image size (2), image crc: one request
-        await self._write(a.session, [self.session, 0, 0, 0, 0, size >> 16, size & 0xFFFF,
-                                      image_crc])
+        # image size (2), image crc, session: one request
+        await self._write(self.a.image_size, [size >> 16, size & 0xFFFF, image_crc,
+                                              self.session])
         try:
             await self.command(CMD_BEGIN)
         except DeviceTimeout:
@@ -306,9 +341,33 @@ class Flasher:
                              f"result {st.result})")
         return st
 
+    def chunk_frame(self, offset: int, data: bytes) -> list[int]:
+        """The registers of one chunk, ``update_session`` through ``update_command``:
+        header, the window (zero-padded to its 64 registers, so the command register
+        follows) and ``write_chunk``."""
+        if not 0 < len(data) <= CHUNK_MAX:
+            raise ValueError(f"a chunk holds 1..{CHUNK_MAX} octets, not {len(data)}")
+        window = chunk_words(data)
+        window += [0] * (CHUNK_WORDS - len(window))
+        return [self.session, offset >> 16, offset & 0xFFFF, len(data), crc16(data),
+                *window, CMD_WRITE_CHUNK]
+
     async def write_chunk(self, offset: int, data: bytes) -> bool:
-        """Send one chunk and trigger it; False when a reply was lost or corrupt (the
-        link's own retries used up): the status read that follows tells what happened."""
+        """Send one chunk and trigger it in one request; False when a reply was lost or
+        corrupt (the link's and the flasher's repeats used up): the status read that
+        follows tells what happened. A repeat of an executed frame is refused by the
+        board with ``bad_offset`` (its ``next_offset`` already moved): harmless."""
+        try:
+            await self.protected_write(self.a.session, self.chunk_frame(offset, data))
+        except (DeviceTimeout, FrameError) as exc:
+            log.info("unit %d: chunk at %d unconfirmed (%s)", self.unit, offset, exc)
+            return False
+        return True
+
+    async def write_chunk_split(self, offset: int, data: bytes) -> bool:
+        """The v1 way, three requests (header, window, ``write_chunk`` alone)
+        (``one_write=False``); the board still takes it. Kept to compare the two and to
+        keep the explicit command exercised."""
         a = self.a
         try:
             await self._write(a.session, [self.session, offset >> 16, offset & 0xFFFF,
@@ -321,8 +380,7 @@ class Flasher:
         return True
 
     async def commit(self, image_crc: int) -> None:
-        await self._write(self.a.session, [self.session])
-        await self._write(self.a.image_crc, [image_crc])
+        await self._write(self.a.image_crc, [image_crc, self.session])
         await self.command(CMD_COMMIT)
 
     async def abort(self) -> UpdateStatus:
@@ -353,39 +411,63 @@ class Flasher:
 
     async def send(self, image: bytes, report: FlashReport,
                    progress: Callable[[FlashProgress], None]) -> None:
+        """Send ``image`` from offset 0, pipelined: one request per chunk, the status
+        read every ``status_every`` chunks (and whenever something went wrong)."""
         size = len(image)
-        offset = 0
-        retries_here = 0
+        offset = 0  # next octet to send
+        confirmed = 0  # where the board stood at the last status read (0 after begin)
+        ends: list[int] = []  # end offsets of the chunks sent since that read
+        check_now = True  # confirm the first chunk at once: a wrong session shows there
+        retries_here = 0  # status reads in a row that found no progress
         while offset < size:
             n = min(self.chunk_size, size - offset)
-            sent = await self.write_chunk(offset, image[offset : offset + n])
-            st = await self._settle(offset, sent)
+            lost_before = self.lost
+            data = image[offset : offset + n]
+            if self.one_write:
+                sent = await self.write_chunk(offset, data)
+            else:
+                sent = await self.write_chunk_split(offset, data)
+            start, offset = offset, offset + n
+            ends.append(offset)
+            if (sent and self.lost == lost_before and not check_now and offset < size
+                    and len(ends) < self.status_every):
+                progress(FlashProgress("write", offset, size, report.chunk_retries,
+                                       self.busy_retries))
+                continue
+            st = await self._settle(start, sent)
             nxt = st.next_offset
             if st.result == "bad_session":  # whatever the offset says: it is not ours
                 raise self._session_refused()
-            if nxt == offset + n:
-                offset = nxt
-                report.chunks += 1
-                retries_here = 0
-            elif nxt == offset:
-                report.chunk_retries += 1
-                retries_here += 1
-                log.info("unit %d: chunk at %d not taken (%s); sending it again",
-                         self.unit, offset, st.result)
-                if retries_here > self.max_chunk_retries:
-                    raise FlashError(
-                        f"unit {self.unit} refused the chunk at offset {offset} "
-                        f"{retries_here} times (last result {st.result}) — the line is too "
-                        "noisy: check termination, --baud and --parity, then flash again")
+            check_now = False
+            if nxt == confirmed or nxt in ends:
+                taken = 0 if nxt == confirmed else ends.index(nxt) + 1
+                report.chunks += taken
+                if taken < len(ends):  # the chunk at nxt was not taken; those after it
+                    # were refused as out of order: go back to it
+                    report.chunk_retries += 1
+                    retries_here = retries_here + 1 if taken == 0 else 1
+                    check_now = True
+                    log.info("unit %d: chunk at %d not taken (%s); sending from there again",
+                             self.unit, nxt, st.result)
+                    if retries_here > self.max_chunk_retries:
+                        raise FlashError(
+                            f"unit {self.unit} refused the chunk at offset {nxt} "
+                            f"{retries_here} times (last result {st.result}) — the line is "
+                            "too noisy: check termination, --baud and --parity, then flash "
+                            "again")
+                else:
+                    retries_here = 0
             elif nxt <= size and report.resyncs < 4 * self.max_chunk_retries:
                 log.warning("unit %d: board expects offset %d, not %d; resuming there",
                             self.unit, nxt, offset)
                 report.resyncs += 1
-                offset = nxt
                 retries_here = 0
+                check_now = True
             else:
                 raise FlashError(f"unit {self.unit} reports offset {nxt} (image {size} octets, "
                                  f"{report.resyncs} jumps so far) — abort and flash again")
+            confirmed = offset = nxt
+            ends = []
             progress(FlashProgress("write", offset, size, report.chunk_retries, self.busy_retries))
 
 
@@ -417,14 +499,18 @@ async def flash(
     ``max_size`` (the board's staging capacity, when known) refuses a too-large image
     before anything is sent; otherwise the board refuses it at ``begin``, before any
     chunk. ``options`` go to :class:`Flasher` (session, chunk_size, busy_timeout,
-    max_chunk_retries, lost_retries, unlock_key, sleep, clock). Returns a :class:`FlashReport`.
+    max_chunk_retries, lost_retries, status_every, one_write, unlock_key, sleep, clock).
+    ``status_every=1, one_write=False`` is the v1 exchange (four transactions per chunk).
+    Returns a :class:`FlashReport`.
     """
     image = bytes(image)
     if not image:
         raise FlashError("the image is empty; nothing to flash")
-    if max_size is not None and len(image) > max_size:
-        raise ImageTooLarge(f"image is {len(image)} octets but unit {device_id} stages at most "
-                            f"{max_size}; build a smaller image (--mpy) — nothing was sent")
+    if max_size is not None and staged_extent(len(image)) > max_size:
+        raise ImageTooLarge(f"image is {len(image)} octets (+ install marker and commit "
+                            f"record: {staged_extent(len(image))}) but unit {device_id} stages "
+                            f"at most {max_size}; build a smaller image (--mpy) — nothing "
+                            "was sent")
     fl = Flasher(link, device_id, **options)
     image_crc = crc16(image)
     report = FlashReport(device_id, len(image), fl.session, image_crc)

@@ -92,6 +92,39 @@ def register_cells(
     return cells
 
 
+MAX_CELL = 14  # a matrix cell wider than this (a long flag list) is clipped with …
+ROWS_PER_COLUMN = 10  # single registers fold into side-by-side columns past this
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _single_lines(body: Text, singles: list[tuple[str, tuple[str, str]]]) -> None:
+    """``name value`` pairs folded into up to three columns, so a whole board fits a
+    120x40 terminal instead of one long list."""
+    if not singles:
+        return
+    ncols = min(3, -(-len(singles) // ROWS_PER_COLUMN))
+    nrows = -(-len(singles) // ncols)
+    cols = [singles[i * nrows:(i + 1) * nrows] for i in range(ncols)]
+    limit = 24 if ncols > 1 else 80
+    widths = [
+        (max(len(n) for n, _ in col), min(limit, max(len(c[0]) for _, c in col))) for col in cols if col
+    ]
+    for row in range(nrows):
+        for ci, col in enumerate(cols):
+            if row >= len(col):
+                continue
+            name, (text, style) = col[row]
+            wn, wv = widths[ci]
+            if ci:
+                body.append("   ")
+            body.append(f"{name:<{wn}} ", style="bold")
+            body.append(f"{_clip(text, wv):>{wv}}", style=style)
+        body.append("\n")
+
+
 def device_panel(
     dev: DeviceView,
     samples: Mapping[str, Sample],
@@ -116,24 +149,19 @@ def device_panel(
         else:
             singles.append((name, cell))
     body = Text(no_wrap=True)
-    if singles:
-        wn = max(len(n) for n, _ in singles)
-        wv = max(len(c[0]) for _, c in singles)
-        for name, (text, style) in singles:
-            body.append(f"{name:<{wn}} ", style="bold")
-            body.append(f"{text:>{wv}}\n", style=style)
+    _single_lines(body, singles)
     for prefix, members in groups.items():
         indexes = sorted({i for row in members.values() for i in row})
         wn = max(len(prefix), *(len(m) for m in members))
         wv = max(len(f"{prefix}{i}") for i in indexes)
-        wv = max(wv, *(len(c[0]) for row in members.values() for c in row.values()))
+        wv = min(MAX_CELL, max(wv, *(len(c[0]) for row in members.values() for c in row.values())))
         body.append(f"{prefix:<{wn}}" + "".join(f" {prefix + str(i):>{wv}}" for i in indexes) + "\n", style="bold underline")
         for member, row in members.items():
             body.append(f"{member:<{wn}}", style="bold")
             for i in indexes:
                 text, style = row.get(i, ("", ""))
                 body.append(" ")
-                body.append(f"{text:>{wv}}", style=style)
+                body.append(f"{_clip(text, wv):>{wv}}", style=style)
             body.append("\n")
     body.rstrip()
     state = Text("online", style="green") if dev.online else Text("OFFLINE", style="bold red")
@@ -209,7 +237,7 @@ def rack_overview(
             continue
         table = Table(title=board, expand=False, title_justify="left")
         for col in ("id", "name", "state", *names):
-            table.add_column(col, justify="right" if col in names[:5] else "left")
+            table.add_column(col, justify="right" if col in names[:5] else "left", no_wrap=True)
         for dev in rows:
             values = latest.get(dev.id, {})
             state = Text("online", style="green") if dev.online else Text(dev.state, style="bold red")

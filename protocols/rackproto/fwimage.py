@@ -242,19 +242,76 @@ def parse(image: bytes | bytearray | memoryview) -> FirmwareImage:
 
 
 STAGING_BASE = 0x6000  # rackfw.board.UPDATE_BASE: where the update mailbox stages an image
+RECORD_SIZE = 16  # the boot loader's install marker slot, and the commit record after it
+COMMIT_MAGIC = b"RFWC"
+_COMMIT = struct.Struct(">4sIH4sH")
 
 
-def read_staged(flash: bytes | bytearray | memoryview,
-                base: int = STAGING_BASE) -> FirmwareImage | None:
+class ImageUncommittedError(ImageError):
+    """A staged image without a valid commit record: the host never said ``commit``."""
+
+
+def marker_offset(size: int) -> int:
+    """Where (from the staging base) the install marker of a ``size``-octet image goes."""
+    return (size + RECORD_SIZE - 1) & ~(RECORD_SIZE - 1)
+
+
+def commit_offset(size: int) -> int:
+    """Where the commit record goes: right after the install marker slot."""
+    return marker_offset(size) + RECORD_SIZE
+
+
+def staged_extent(size: int) -> int:
+    """Staging octets a ``size``-octet image needs: image, install marker, commit record
+    (what the board's ``begin`` checks against its staging area and erases)."""
+    return marker_offset(size) + 2 * RECORD_SIZE
+
+
+def commit_record(size: int, image_crc: int) -> bytes:
+    """The 16-octet record ``rackfw.update`` programs on a successful ``commit``:
+    ``RFWC``, u32 image size, u16 CRC-16/MODBUS of the image, 4 zero octets, u16
+    CRC-16/MODBUS of octets 0..13 (big-endian). The zero padding and the record's own
+    CRC make a torn write (trailing erased octets) fail the check."""
+    head = _COMMIT.pack(COMMIT_MAGIC, size, image_crc, bytes(4), 0)[:14]
+    return head + crc16(head).to_bytes(2, "big")
+
+
+def is_commit_record(record: bytes | bytearray | memoryview, size: int) -> bool:
+    """True when ``record`` is a whole commit record for an image of ``size`` octets --
+    the same rule as the boot loader's (it does not recompute the image CRC: the
+    mailbox checked it against the staged flash before programming the record)."""
+    rec = bytes(record)
+    if len(rec) != RECORD_SIZE:
+        return False
+    magic, rsize, _crc, pad, rcrc = _COMMIT.unpack(rec)
+    return (magic == COMMIT_MAGIC and rsize == size and pad == bytes(4)
+            and crc16(rec[:14]) == rcrc)
+
+
+def read_staged(flash: bytes | bytearray | memoryview, base: int = STAGING_BASE, *,
+                require_commit: bool = True) -> FirmwareImage | None:
     """The image staged in a board's flash (a dump of the flash HAL), or None.
 
-    For whoever applies an update (a boot loader, the software rack's power-cycle):
-    None when the staging area holds no image (erased, or never written); an
-    :class:`ImageError` when one was started but is incomplete or damaged, which the
-    SHA-256 catches, so only a fully received image is ever installed.
+    For whoever applies an update (a boot loader, the software rack's power-cycle), by
+    the boot loader's rules: None when the staging area holds no image (erased, or
+    never written); :class:`ImageUncommittedError` when no whole commit record follows
+    the image (``require_commit=False`` skips that check, e.g. to inspect a transfer
+    that is still running); an :class:`ImageError` when the image is incomplete or
+    damaged, which the SHA-256 catches -- so only a fully received, committed image is
+    ever installed.
     """
     head = bytes(flash[base : base + HEADER_SIZE])
     if head[:4] != MAGIC:
         return None
     _fmt, hsize, _code, _maj, _min, _count, psize, _digest = parse_header(head)
-    return parse(bytes(flash[base : base + hsize + psize]))
+    size = hsize + psize
+    if require_commit:
+        if base + staged_extent(size) > len(flash):
+            raise ImageError(f"a {size}-octet image and its install records do not fit the "
+                             f"{len(flash) - base}-octet staging area")
+        at = base + commit_offset(size)
+        if not is_commit_record(flash[at : at + RECORD_SIZE], size):
+            raise ImageUncommittedError(
+                "the staged image has no commit record: its transfer was never committed "
+                "(or is incomplete); flash it again")
+    return parse(bytes(flash[base : base + size]))

@@ -46,7 +46,7 @@ def mcu_process():
 _board_no = 0
 
 
-def rackhil_bus(mcu_process, unit_id: int = UNIT) -> fwsim.Transactor:
+def rackhil_bus(mcu_process, unit_id: int = UNIT, baud: int = 115200) -> fwsim.Transactor:
     """The Board + TestApp in a VM behind the rackhil bridge (JS HAL, zero-copy UART)."""
     global _board_no
     from rackhil.mcu import FIRMWARE_DIR, VmNode, firmware_files
@@ -56,8 +56,8 @@ def rackhil_bus(mcu_process, unit_id: int = UNIT) -> fwsim.Transactor:
     files.update(firmware_files("hal_js.py", root=FIRMWARE_DIR / "boards" / "emulated"))
     files.update(firmware_files("testapp.py", "testmain.py", root=FIXTURES))
     node = VmNode(mcu_process, f"conf{_board_no}", files, main="testmain",
-                  config={"unit_id": unit_id, "baud": 115200}, start_us=1_000_000)
-    return fwsim.Transactor(node, 11_000_000 // 115200, lambda: node.now_us)
+                  config={"unit_id": unit_id, "baud": baud}, start_us=1_000_000)
+    return fwsim.Transactor(node, round(11_000_000 / baud), lambda: node.now_us)
 
 
 VM = [pytest.mark.vm, pytest.mark.slow]
@@ -73,3 +73,21 @@ def bus(request):
     b = rackhil_bus(proc)
     yield b
     proc.unload(b.node.name)
+
+
+@pytest.fixture(params=["cpython", pytest.param("vm", marks=VM)])
+def bus_at(request):
+    """A factory ``bus_at(baud)`` for the conformance bus at another line speed
+    (same two runtimes as ``bus``); every board it makes is unloaded afterwards."""
+    made = []
+
+    def make(baud: int) -> fwsim.Transactor:
+        if request.param == "cpython":
+            return cpython_bus(baud=baud)
+        b = rackhil_bus(request.getfixturevalue("mcu_process"), baud=baud)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.node.mcu.unload(b.node.name)

@@ -69,14 +69,35 @@ def expected(files: dict[str, bytes]) -> dict[str, bytes]:
     return {(p if p.startswith("lib/") else "lib/" + p): d for p, d in files.items()}
 
 
-def staged(image: bytes, size: int = 256 * 1024) -> FakeFlash:
+def declared_size(image: bytes) -> int:
+    """The image size its header claims (what the mailbox's ``begin`` was told)."""
+    return fwimage.HEADER_SIZE + struct.unpack_from("<I", image, 16)[0]
+
+
+def commit(flash: FakeFlash, image: bytes) -> None:
+    """Program the commit record as ``rackfw.update`` does after a good ``commit``."""
+    size = declared_size(image)
+    at = BASE + fwimage.commit_offset(size)
+    rec = fwimage.commit_record(size, crc16(image))
+    for i, b in enumerate(rec):
+        flash.mem[at + i] &= b
+
+
+def staged(image: bytes, size: int = 256 * 1024, committed: bool = True) -> FakeFlash:
+    """Flash as a transfer leaves it: the image, and (``committed``) its commit record."""
     flash = FakeFlash(size)
     flash.mem[BASE : BASE + len(image)] = image
+    if committed:
+        commit(flash, image)
     return flash
 
 
 def marker_at(image: bytes) -> int:
     return BASE + ((len(image) + 15) & ~15)
+
+
+def commit_at(image: bytes) -> int:
+    return marker_at(image) + 16
 
 
 @pytest.fixture
@@ -186,16 +207,76 @@ def test_image_for_another_board_is_refused(fs: Fs) -> None:
 
 def test_incomplete_transfer_is_refused(fs: Fs) -> None:
     image = fwimage.build(FILES, "power_shelf", (1, 7))
-    flash = staged(image[: len(image) - 128])  # the last chunk never arrived
+    flash = staged(image[: len(image) - 128], committed=False)  # the last chunk never arrived
+    assert fs.apply(flash)[0] == boot.S_UNCOMMITTED
+    assert fs.installed() == {}
+
+
+def test_committed_image_damaged_afterwards_is_refused(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    flash.mem[BASE + 200] ^= 0x01  # a payload bit damaged after the commit
+    assert bytes(flash.mem[BASE : BASE + len(image)]) != image
     assert fs.apply(flash)[0] == boot.S_BAD_DIGEST
     assert fs.installed() == {}
 
 
-def test_image_without_room_for_its_marker_is_refused(fs: Fs) -> None:
+def test_complete_but_uncommitted_image_is_not_installed(fs: Fs) -> None:
+    """Every chunk arrived, SHA-256 fine, but the host died before ``commit``."""
     image = fwimage.build(FILES, "power_shelf", (1, 7))
-    flash = staged(image, size=BASE + len(image))
-    assert fs.apply(flash)[0] == boot.S_TOO_LARGE
+    flash = staged(image, committed=False)
+    assert fs.apply(flash)[0] == boot.S_UNCOMMITTED
+    assert fs.apply(flash, resync=False)[0] == boot.S_UNCOMMITTED
     assert fs.installed() == {}
+    assert bytes(flash.mem[marker_at(image) : marker_at(image) + 16]) == b"\xff" * 16
+    with pytest.raises(fwimage.ImageUncommittedError):
+        fwimage.read_staged(bytes(flash.mem))
+    assert fwimage.read_staged(bytes(flash.mem), require_commit=False) == fwimage.parse(image)
+    commit(flash, image)  # the host comes back and commits
+    assert fs.apply(flash)[0] == boot.S_INSTALLED
+    assert fs.installed() == expected(FILES)
+
+
+@pytest.mark.parametrize("programmed", range(16))
+def test_torn_commit_record_is_not_a_commit(fs: Fs, programmed: int) -> None:
+    """Power lost while the record was programmed: any prefix short of whole is refused
+    (the zero padding and the record's CRC end in octets a torn write left erased)."""
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image, committed=False)
+    rec = fwimage.commit_record(len(image), crc16(image))
+    at = commit_at(image)
+    flash.mem[at : at + programmed] = rec[:programmed]
+    expect = boot.S_INSTALLED if rec[programmed:] == b"\xff" * (16 - programmed) else (
+        boot.S_UNCOMMITTED)
+    assert fs.apply(flash)[0] == expect
+
+
+@pytest.mark.parametrize("record", [
+    fwimage.commit_record(1000, 0),  # another image's size
+    b"RFWX" + fwimage.commit_record(0, 0)[4:],  # wrong magic
+    b"\x00" * 16,  # zeroed
+])
+def test_a_record_that_does_not_name_this_image_is_not_a_commit(fs: Fs, record: bytes) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image, committed=False)
+    flash.mem[commit_at(image) : commit_at(image) + 16] = record
+    assert fs.apply(flash)[0] == boot.S_UNCOMMITTED
+    with pytest.raises(fwimage.ImageUncommittedError):
+        fwimage.read_staged(bytes(flash.mem))
+
+
+def test_image_without_room_for_its_marker_and_commit_record_is_refused(fs: Fs) -> None:
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    extent = fwimage.staged_extent(len(image))
+    assert extent == ((len(image) + 15) & ~15) + 32
+    for room in (len(image), extent - 1):
+        flash = FakeFlash(BASE + room)
+        flash.mem[BASE : BASE + len(image)] = image
+        assert fs.apply(flash)[0] == boot.S_TOO_LARGE
+        with pytest.raises(fwimage.ImageError):
+            fwimage.read_staged(bytes(flash.mem))
+    assert fs.installed() == {}
+    assert fs.apply(staged(image, size=BASE + extent))[0] == boot.S_INSTALLED
 
 
 def _raw_image(records: bytes, count: int, board: int = SHELF) -> bytes:
@@ -250,17 +331,39 @@ def test_filesystem_error_is_reported_and_the_next_boot_finishes(fs: Fs) -> None
 
 
 # ---------------------------------------------------------------- the marker
-def test_marker_in_an_unerased_sector_after_a_sector_sized_image(fs: Fs) -> None:
-    """An image ending on a sector boundary: the transfer did not erase the next sector,
-    which may hold an older, larger image; the loader erases it to write its marker."""
+def sector_sized_image() -> bytes:
     filler = 4096 - 56 - (2 + 5 + 4) - (2 + 5 + 4 + 4)
     image = fwimage.build({"f.bin": b"z" * filler, "lib/a": b"q" * 4}, "power_shelf", "1.7")
     assert len(image) == 4096
+    return image
+
+
+def test_sector_sized_image_keeps_marker_and_record_in_the_next_sector(fs: Fs) -> None:
+    """An image ending on a sector boundary: marker and commit record open the next
+    sector (``begin`` erased it); the loader programs the marker next to the record."""
+    image = sector_sized_image()
     flash = staged(image)
-    flash.mem[BASE + 4096 : BASE + 8192] = b"\x00" * 4096  # old data
     assert fs.apply(flash)[0] == boot.S_INSTALLED
     assert bytes(flash.mem[BASE + 4096 : BASE + 4100]) == b"RFWA"
+    assert bytes(flash.mem[BASE + 4112 : BASE + 4128]) == fwimage.commit_record(4096,
+                                                                                  crc16(image))
+    assert flash.erases == 0  # the loader never erases: the record shares the sector
     assert fs.apply(flash)[0] == boot.S_ACTIVE
+
+
+def test_marker_slot_holding_old_data_is_left_alone(fs: Fs) -> None:
+    """A marker slot ``begin`` did not erase (an older mailbox): the record next to it
+    must survive, so the loader does not erase; the image installs unmarked, and the
+    next boot installs it again (writing nothing: the files match)."""
+    image = sector_sized_image()
+    flash = staged(image)
+    flash.mem[BASE + 4096 : BASE + 4112] = b"\x00" * 16  # old data in the marker slot
+    record = bytes(flash.mem[BASE + 4112 : BASE + 4128])
+    assert fs.apply(flash)[0] == boot.S_INSTALLED
+    assert fs.installed() == expected({f.path: f.data for f in fwimage.parse(image).files})
+    assert bytes(flash.mem[BASE + 4112 : BASE + 4128]) == record
+    assert flash.erases == 0
+    assert fs.apply(flash) == (boot.S_INSTALLED, [0, 2])
 
 
 def test_torn_marker_write_is_completed_at_the_next_boot(fs: Fs) -> None:
@@ -280,7 +383,9 @@ def test_a_new_image_of_the_same_size_is_not_taken_for_installed(fs: Fs) -> None
     assert len(first) == len(second)
     flash = staged(first)
     fs.apply(flash)
-    flash.mem[BASE : BASE + len(second)] = second  # (as if erased and programmed)
+    flash.erase(BASE, 4096)  # begin, chunks, commit
+    flash.mem[BASE : BASE + len(second)] = second
+    commit(flash, second)
     assert fs.apply(flash)[0] == boot.S_INSTALLED
 
 
@@ -315,17 +420,20 @@ def test_any_image_installs_exactly_its_files(spec: tuple[list[str], list[bytes]
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_a_damaged_image_is_never_installed(data: st.DataObject) -> None:
-    """Any flipped bit, or a transfer cut short, anywhere in the staged octets: the
-    loader installs iff the host's parser accepts the staged bytes, and then exactly
-    the image's files."""
-    image = bytearray(fwimage.build(FILES, "power_shelf", (1, 7)))
-    if data.draw(st.booleans(), label="truncate"):
-        cut = data.draw(st.integers(0, len(image) - 1), label="cut")
-        image[cut:] = b"\xff" * (len(image) - cut)
+    """Any flipped bit, or a transfer cut short, anywhere in the staged octets (image,
+    install marker slot, commit record): the loader installs iff the host's parser
+    accepts the staged bytes, and then exactly the image's files."""
+    image = fwimage.build(FILES, "power_shelf", (1, 7))
+    flash = staged(image)
+    extent = fwimage.staged_extent(len(image))
+    area = flash.mem[BASE : BASE + extent]
+    if data.draw(st.booleans(), label="truncate"):  # a transfer (or commit) cut short
+        cut = data.draw(st.integers(0, extent - 1), label="cut")
+        area[cut:] = b"\xff" * (extent - cut)
     else:
-        pos = data.draw(st.integers(0, len(image) - 1), label="pos")
-        image[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
-    flash = staged(bytes(image))
+        pos = data.draw(st.integers(0, extent - 1), label="pos")
+        area[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    flash.mem[BASE : BASE + extent] = area
     try:
         host_view = fwimage.read_staged(bytes(flash.mem))
     except fwimage.ImageError:
@@ -335,9 +443,10 @@ def test_a_damaged_image_is_never_installed(data: st.DataObject) -> None:
         status, _ = fs.apply(flash)
         if host_view is None:
             assert status in (boot.S_NONE, boot.S_BAD_HEADER, boot.S_BAD_DIGEST,
-                              boot.S_BAD_LAYOUT, boot.S_WRONG_BOARD, boot.S_TOO_LARGE)
+                              boot.S_BAD_LAYOUT, boot.S_WRONG_BOARD, boot.S_TOO_LARGE,
+                              boot.S_UNCOMMITTED)
             assert fs.installed() == {}
-        else:  # a flip the format cannot see (e.g. the reserved flags field)
+        else:  # a flip the format cannot see (reserved flags, the marker slot)
             assert status == boot.S_INSTALLED
             assert fs.installed() == expected({f.path: f.data for f in host_view.files})
 
@@ -351,7 +460,8 @@ def _last_event(board) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("status,result", [
     (boot.S_BAD_DIGEST, 4), (boot.S_BAD_HEADER, 4), (boot.S_WRONG_BOARD, 4),
-    (boot.S_BAD_LAYOUT, 4), (boot.S_TOO_LARGE, 6), (boot.S_WRITE_FAILED, 5)])
+    (boot.S_BAD_LAYOUT, 4), (boot.S_TOO_LARGE, 6), (boot.S_WRITE_FAILED, 5),
+    (boot.S_UNCOMMITTED, 4)])
 def test_report_of_a_refusal_logs_it_and_shows_failed(status: int, result: int) -> None:
     from rackfw.events import EV_UPDATE
 
@@ -409,8 +519,13 @@ def test_micropython_installs_and_refuses(mcu_process) -> None:
     mcu_process.exec("boot2", run)
     assert mcu_process.eval("boot2", "r") == (boot.S_BAD_DIGEST, [0, 0])
     assert not mcu_process.eval("boot2", "'power' in __import__('os').listdir('/lib/rackfw')")
-    mcu_process.unload("boot1")
-    mcu_process.unload("boot2")
+    uncommitted = bytes(staged(image, committed=False).mem)  # complete, never committed
+    mcu_process.load("boot3", files, main=None, flash=uncommitted)
+    mcu_process.exec("boot3", run)
+    assert mcu_process.eval("boot3", "r") == (boot.S_UNCOMMITTED, [0, 0])
+    assert not mcu_process.eval("boot3", "'power' in __import__('os').listdir('/lib/rackfw')")
+    for name in ("boot1", "boot2", "boot3"):
+        mcu_process.unload(name)
 
 
 def test_module_is_micropython_shaped() -> None:

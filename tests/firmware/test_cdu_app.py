@@ -34,19 +34,20 @@ class Cdu:
             self.bank.hr[R.MODE_CMD] = mode
         self.s.v.update(NOMINAL)
         self.dead = set()
+        self.amps = 400   # motor current of a turning pump, 0.01 A
         self.app = CduApp(self.bank, self.s, self.o, self.ev, self.clk)
         self.app.start()
 
-    def step(self, n=1):
+    def step(self, n=1, dt=100):
         for _ in range(n):
             for i in range(2):
                 cmd = self.o.read(io.O_PUMP_BASE + i)
                 turning = cmd > 0 and i not in self.dead
                 base = io.pump_s(i, 0)
                 self.s.v[base + io.S_PUMP_RPM] = cmd * io.PUMP_RPM_MAX // 1000 if turning else 0
-                self.s.v[base + io.S_PUMP_I] = 400 if turning else 0
+                self.s.v[base + io.S_PUMP_I] = self.amps if turning else 0
             self.s.v[io.S_VALVE_FB] = self.o.read(io.O_VALVE)
-            self.clk.ms += 100
+            self.clk.ms += dt
             self.app.tick(self.clk.ms)
 
     def write(self, addr, value):

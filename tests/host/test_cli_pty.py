@@ -49,7 +49,7 @@ def test_read_over_pty(server: object) -> None:
 def test_write_and_read_back_over_pty(server: object) -> None:
     r = invoke("write", *bus(server), "-u", "1", "--yes", "vout_setpoint", "52.75")
     assert r.exit_code == 0, r.output
-    assert "vout_setpoint = 52.75 V" in r.output
+    assert "vout_setpoint 51.00 V -> 52.75 V" in r.output
     r = invoke("read", *bus(server), "-u", "1", "--json", "hr:100")
     assert json.loads(r.output)["vout_setpoint"]["raw"] == 5275
 

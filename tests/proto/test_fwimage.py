@@ -231,13 +231,64 @@ def test_power_shelf_image_files_are_enough_to_import_the_firmware(tmp_path):
 
 
 # ---------------------------------------------------------------- staged in flash
-def test_read_staged_finds_a_complete_image_only():
+def test_read_staged_finds_a_complete_committed_image_only():
     image = sample()
     flash = bytearray(b"\xff" * 0x10000)
     assert fwimage.read_staged(flash) is None  # erased
     flash[0x6000 : 0x6000 + len(image)] = image
+    with pytest.raises(fwimage.ImageUncommittedError, match="never committed"):
+        fwimage.read_staged(flash)  # every chunk there, but no commit
+    assert fwimage.read_staged(flash, require_commit=False) == fwimage.parse(image)
+    at = 0x6000 + fwimage.commit_offset(len(image))
+    flash[at : at + 16] = fwimage.commit_record(len(image), crc16(image))
     assert fwimage.read_staged(flash) == fwimage.parse(image)
-    flash[0x6000 + len(image) - 1] = 0xFF  # the last chunk never arrived
+    flash[0x6000 + len(image) - 1] = 0xFF  # the last chunk never arrived (stale record)
     with pytest.raises(fwimage.ImageDigestError):
         fwimage.read_staged(flash)
     assert fwimage.read_staged(bytes(flash[:0x6000])) is None  # no staging area at all
+
+
+def test_staging_layout_offsets():
+    """Image, then the install marker (16-aligned), then the commit record."""
+    assert [fwimage.marker_offset(n) for n in (1, 16, 17, 4096)] == [16, 16, 32, 4096]
+    assert fwimage.commit_offset(4096) == 4112
+    assert fwimage.staged_extent(4096) == 4128
+    assert fwimage.staged_extent(4095) == 4128
+
+
+def test_commit_record_layout():
+    rec = fwimage.commit_record(0x01020304, 0xBEEF)
+    assert rec[:14] == b"RFWC\x01\x02\x03\x04\xbe\xef\x00\x00\x00\x00"
+    assert int.from_bytes(rec[14:], "big") == crc16(rec[:14])
+    assert fwimage.is_commit_record(rec, 0x01020304)
+    assert not fwimage.is_commit_record(rec, 0x01020305)
+    assert not fwimage.is_commit_record(rec[:15], 0x01020304)
+
+
+@given(st.integers(1, 0xFFFFFFFF), st.integers(0, 0xFFFF), st.integers(0, 127))
+def test_property_any_bit_flip_in_a_commit_record_is_seen(size, crc, bit):
+    rec = bytearray(fwimage.commit_record(size, crc))
+    assert fwimage.is_commit_record(rec, size)
+    rec[bit // 8] ^= 1 << (bit % 8)
+    assert not fwimage.is_commit_record(rec, size)
+
+
+@given(st.integers(1, 0xFFFFFFFF), st.integers(0, 0xFFFF), st.integers(0, 15))
+def test_property_a_torn_commit_record_is_not_whole(size, crc, programmed):
+    rec = fwimage.commit_record(size, crc)
+    torn = rec[:programmed] + b"\xff" * (16 - programmed)
+    assert fwimage.is_commit_record(torn, size) == (torn == rec)
+
+
+def test_firmware_and_host_build_the_same_commit_record():
+    from rackhil import shim
+
+    shim.install()
+    from rackfw import update
+
+    for size, crc in ((1, 0), (4096, 0x1234), (0xFFFFFFFF, 0xFFFF)):
+        buf = bytearray(16)
+        update.commit_record(buf, size, crc)
+        assert bytes(buf) == fwimage.commit_record(size, crc)
+        assert update.staged_extent(size) == fwimage.staged_extent(size)
+        assert update.commit_offset(size) == fwimage.commit_offset(size)

@@ -22,6 +22,10 @@ Pico pin   GPIO        connection
 27         GP21        pump 2 tachometer
 14-17      GP10..GP13  leak sensor zones 0..3 (active low, 10 k pull-up)
 19         GP14        unit id strap bit 0 (jumper to GND = 1) ... GP15 bit 1
+6          GP4         power shelf: I2C0 SDA -> PSU PMBus SDA (backplane)
+7          GP5         power shelf: I2C0 SCL -> PSU PMBus SCL
+9-12,29,5  GP6..GP9,   power shelf, optional: PSU1..PSU6 PRESENT# (active low,
+           GP22, GP3   10 k pull-up; only with ``PSU_PRESENT_PINS = True``)
 =========  ==========  ===================================================
 MAX3485: VCC 3.3 V (pin 36), A/B to the bus pair with 120 ohm termination at
 the two bus ends only, 560 ohm failsafe bias on the master. Line settings 8E1.
@@ -50,9 +54,19 @@ operations stall the RP2040 (XIP), so the Board performs them only while the bus
 is idle; the flash HAL is opened before the watchdog starts, because creating the
 file on first boot takes longer than WDT_MS.
 
-Power shelf variant: PSU telemetry comes over PMBus (I2C) on a real shelf;
-that driver is not part of this board file, so the PSU channels read
-``SENSOR_OPEN`` (the application reports them as sensor faults, safely).
+Power shelf variant: the six PSUs are read over PMBus (``rackfw.pmbus``,
+``rackfw.pmbus_sensors``) on I2C0 at 100 kHz (standard mode: what every PMBus
+PSU supports; 2.2 k pull-ups to 3.3 V on the backplane, the bus is 3.3 V
+logic), PSU slots 1..6 at addresses 0x58..0x5D (the shelf's address straps),
+PEC on.  The main loop does one PMBus transfer every ``PMBUS_STEP_US`` (< 0.7 ms
+each, so Modbus is never held up by more than that); a full telemetry sweep of
+all six PSUs takes 60 transfers = 150 ms (budget in rackfw/pmbus_sensors.py).
+At boot, before the watchdog starts, the PSUs are probed (~0.1 s): inventory,
+VOUT_MODE, one sweep, MFR_SERIAL / MFR_MODEL (published as ``psuN_serial`` /
+``psuN_model``).  Without presence pins a slot is present while its PSU answers;
+one that stops answering reads ``comms`` (values ``SENSOR_OPEN``) and, after ~2 s,
+absent.  Feeds, DC bus and BBU channels are not wired on the Pico and read
+``SENSOR_OPEN``.
 
 Known limits on hardware: the UART FIFO hides per-byte arrival times, so the
 t1.5 inter-byte check has the resolution of the poll period (POLL_MAX_US);
@@ -85,6 +99,15 @@ PIN_VALVE_PWM = const(18)
 PIN_TACH = (20, 21)
 PIN_LEAK = (10, 11, 12, 13)
 PIN_STRAP = (14, 15)
+PIN_I2C_SDA = const(4)   # I2C0
+PIN_I2C_SCL = const(5)
+I2C_FREQ = const(100000)
+PMBUS_BASE_ADDR = const(0x58)
+PMBUS_STEP_US = const(2500)  # one PMBus transfer per 2.5 ms: ~25 % bus load
+PSU_PRESENT_PINS = False     # True on a backplane with PRESENT# lines wired
+PIN_PSU_PRESENT = (6, 7, 8, 9, 22, 3)
+
+_psus: list = []  # the PsuBus of the power-shelf variant (serviced by run())
 
 
 class Rs485Uart:
@@ -194,6 +217,8 @@ class CduSensors:
 
 
 class ShelfSensors:
+    """The shelf's non-PMBus channels: only the board temperature is wired on a Pico."""
+
     def __init__(self):
         from rackfw import io_power as io
 
@@ -204,7 +229,17 @@ class ShelfSensors:
         if ch == self.io.S_BOARD_T:
             mv = self.temp.read_u16() * 3300 // 65535
             return 270 - (mv * 1000 - 706000) * 10 // 1721
-        return self.io.SENSOR_OPEN  # PMBus driver not part of this board file
+        return self.io.SENSOR_OPEN  # feeds, DC bus, BBU: not wired on this board
+
+
+class PresencePins:
+    """PSU PRESENT# inputs (active low): ``pins(slot)`` -> 1 when a PSU is seated."""
+
+    def __init__(self, numbers):
+        self.pins = [machine.Pin(p, machine.Pin.IN, machine.Pin.PULL_UP) for p in numbers]
+
+    def __call__(self, slot):
+        return 0 if self.pins[slot].value() else 1
 
 
 class PwmOutputs:
@@ -368,9 +403,27 @@ def _cdu():
 
 def _shelf():
     from rackfw import io_power as io
+    from rackfw.pmbus_sensors import PsuBus, PsuOutputs, PsuSensors
     from rackfw.power.app import PowerShelfApp
 
-    return PowerShelfApp, ShelfSensors(), PwmOutputs({}, io.OUTPUT_COUNT)
+    i2c = machine.I2C(0, scl=machine.Pin(PIN_I2C_SCL), sda=machine.Pin(PIN_I2C_SDA),
+                      freq=I2C_FREQ)
+    present = PresencePins(PIN_PSU_PRESENT) if PSU_PRESENT_PINS else None
+    psus = PsuBus(i2c, PMBUS_BASE_ADDR, io.PSU_COUNT, True, present)
+    psus.probe()  # boot inventory + first sweep, before the watchdog starts
+    _psus.append(psus)
+    return (PowerShelfApp, PsuSensors(psus, ShelfSensors()),
+            PsuOutputs(psus, PwmOutputs({}, io.OUTPUT_COUNT)))
+
+
+def _publish_psu_identity(board, psus):
+    """MFR_SERIAL / MFR_MODEL read at boot -> ``psuN_serial`` / ``psuN_model``."""
+    from rackfw import regs_power_shelf as R
+
+    for i in range(psus.n):
+        base = R.PSU_BASE + i * R.PSU_STRIDE
+        board.bank.set_ir_str(base + R.PSU_SERIAL, 8, psus.serial[i])
+        board.bank.set_ir_str(base + R.PSU_MODEL, 8, psus.model[i])
 
 
 def build():
@@ -391,13 +444,24 @@ def build():
     board = Board(uart, de, Clock(), sensors, outputs, flash, wdt,
                   app, _unit_id(), None, SERIAL, HW_REV, cause, None, 0, machine.reset)
     boot.report(board, staged)
+    if _psus:
+        _publish_psu_identity(board, _psus[0])
     return board
 
 
 def run(board):
-    """The cooperative main loop: poll, then sleep no longer than the board allows."""
+    """The cooperative main loop: poll, PMBus at its pace, sleep no longer than allowed."""
+    psus = _psus[0] if _psus else None
+    due = time.ticks_us()
     while True:
         d = board.poll()
+        if psus is not None:
+            now = time.ticks_us()
+            if time.ticks_diff(now, due) >= 0:
+                psus.service(1)
+                due = time.ticks_add(due, PMBUS_STEP_US)
+                if time.ticks_diff(now, due) > 0:  # after a stall: no catch-up burst
+                    due = time.ticks_add(now, PMBUS_STEP_US)
         time.sleep_us(d if d < POLL_MAX_US else POLL_MAX_US)
 
 

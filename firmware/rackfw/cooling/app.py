@@ -15,7 +15,18 @@ docs/contracts.md).  Each tick:
 Alarms: ``leak``, ``leak_isolated``, ``sensor_fault``, ``pump_failover`` and
 ``pump_fault`` are latched until the fault-clear command finds their cause gone;
 ``low_level``, ``high_temp``, ``low_flow`` and ``high_dp`` follow the process
-(after ``PROCESS_ALARM_MS`` so a transient does not flap them).
+(after the ``process_alarm_delay`` register, so a transient does not flap them;
+``high_dp`` is dp above ``high_dp_pct`` % of its setpoint).
+
+Limits that used to be constants are protected, persisted holding registers
+(map defaults = the old constants): ``pump_oc_limit``, ``rotate_hours``,
+``high_dp_pct``, ``process_alarm_delay``; they are read every tick, so a write
+takes effect on the next one.
+
+Run hours (``runhours.py``) are mirrored into the persisted ``pump<n>_hours``
+registers and restored at boot.  Because the board core only saves the config
+for host writes, the app asks for a save by setting ``save_request`` (at most once
+per hour of pump running); the board core clears it when it takes the request.
 
 Event log: alarms raise/clear as ``EV_ALARM`` (code = alarm bit number, value =
 1 / 0; for ``leak`` the value is the mask of newly wet zones); a sensor fault is
@@ -25,7 +36,8 @@ fault kind as value; a pump failure is ``EV_FAULT_RAISED`` with code
 ``EV_ALARM`` code ``pump_failover`` bit, value = new lead pump number (rotation:
 ``0x100 | new lead``); mode transitions are ``EV_MODE`` (see ``modes.py``).
 
-Refusals (``on_write``): choosing a failed pump as lead -> exception 04.
+Refusals (``on_write``): choosing a failed pump as lead -> exception 04; a run-hours
+preset over the register's maximum -> exception 03.
 """
 
 from micropython import const
@@ -35,14 +47,14 @@ from rackfw import regs_cdu as R
 from rackfw.cooling import modes as M
 from rackfw.cooling.control import CduControl
 from rackfw.cooling.leak import LeakMonitor
-from rackfw.cooling.pumps import NO_TACH_RPM, PF_NO_TACH, PF_OC, ROTATE_S, PumpPair
+from rackfw.cooling.pumps import NO_TACH_RPM, PF_NO_TACH, PF_OC, PumpPair
+from rackfw.cooling.runhours import RunHours
 from rackfw.cooling.sensorcheck import SensorCheck
 from rackfw.events import EV_ALARM, EV_FAULT_CLEARED, EV_FAULT_RAISED
 from rackfw.timebase import ticks_diff
 
 NSENS = const(8)
-PROCESS_ALARM_MS = const(5000)
-HIGH_DP_PCT = const(150)     # dp above 150 % of its setpoint is an alarm
+_S_PER_H = const(3600)
 
 # sensor index (= bit in sensor_faults) -> channel; ranges follow
 _CH = (io.S_T_SUPPLY, io.S_T_RETURN, io.S_T_FAC_IN, io.S_T_FAC_OUT, io.S_FLOW,
@@ -86,6 +98,8 @@ class CduApp:
         self.val = [0] * NSENS          # last good value per sensor
         self.leak = LeakMonitor()
         self.pumps = PumpPair()
+        self.hours = RunHours(bank, self.pumps, R.PUMP_HOURS_BASE, R.PUMP_HOURS_STRIDE)
+        self.save_request = False       # set: the board core should save the config
         self.modes = M.ModeMachine(events)
         self.ctl = CduControl()
         self.alarms = 0
@@ -99,6 +113,7 @@ class CduApp:
     def start(self):
         self.last_ms = self.clock.ticks_ms()
         self.started = True
+        self.hours.restore()
         self.modes.request(self.bank.get_hr(R.MODE_CMD))
 
     def tick(self, now_ms):
@@ -130,6 +145,11 @@ class CduApp:
                  b.get_hr(R.MANUAL_PUMP_SPEED), b.get_hr(R.MANUAL_VALVE_POS),
                  b.get_hr(R.PUMP_SAFE_SPEED), b.get_hr(R.VALVE_SAFE_POS))
         self._pumps(dt, ctl.speed)
+        hours = self.hours
+        hours.tick(dt)
+        if hours.save_due:
+            hours.save_due = False
+            self.save_request = True
         o = self.outputs
         o.write(io.O_VALVE, ctl.valve)
         o.write(io.O_PUMP_BASE, self.pumps.cmd[0])
@@ -153,6 +173,8 @@ class CduApp:
         if addr == R.LEAD_SELECT and value:
             if self.pumps.fail[value - 1]:
                 return 4
+        if addr >= R.PUMP_HOURS_BASE:   # the last holding block
+            return self.hours.write(addr, value)
         return 0
 
     def clear_faults(self):
@@ -210,11 +232,11 @@ class CduApp:
         b = self.bank
         p = self.pumps
         sel = b.get_hr(R.LEAD_SELECT)
-        rotate_s = ROTATE_S
+        rotate_s = b.get_hr(R.ROTATE_HOURS) * _S_PER_H
         if sel:
             p.select_lead(sel - 1)
             rotate_s = 0
-        p.update(dt, demand, io.PUMP_I_MAX, b.get_hr(R.FAILOVER_DELAY), rotate_s)
+        p.update(dt, demand, b.get_hr(R.PUMP_OC_LIMIT), b.get_hr(R.FAILOVER_DELAY), rotate_s)
         for i in range(2):
             if p.fail[i] and not self.pump_fail_seen[i]:
                 self.pump_fail_seen[i] = p.fail[i]
@@ -226,29 +248,30 @@ class CduApp:
         elif p.rotated:
             self.events.log(EV_ALARM, _bitno(R.F_ALARMS_PUMP_FAILOVER), 0x100 | (p.lead + 1))
 
-    def _debounce(self, k, cond, dt):
+    def _debounce(self, k, cond, dt, delay):
         t = self.proc_ms
         if not cond:
             t[k] = 0
             return False
-        if t[k] < PROCESS_ALARM_MS:
+        if t[k] < delay:
             t[k] += dt
-        return t[k] >= PROCESS_ALARM_MS
+        return t[k] >= delay
 
     def _process_alarms(self, dt):
         b = self.bank
         v = self.val
         chk = self.check   # (not chk.ok: a bound method object would allocate every tick)
         a = 0
-        if self._debounce(3, chk.ok(7) and v[7] < b.get_hr(R.LOW_LEVEL_LIMIT), dt):
+        d = b.get_hr(R.PROCESS_ALARM_DELAY)
+        if self._debounce(3, chk.ok(7) and v[7] < b.get_hr(R.LOW_LEVEL_LIMIT), dt, d):
             a |= R.F_ALARMS_LOW_LEVEL
-        if self._debounce(4, chk.ok(0) and v[0] > b.get_hr_s(R.HIGH_TEMP_LIMIT), dt):
+        if self._debounce(4, chk.ok(0) and v[0] > b.get_hr_s(R.HIGH_TEMP_LIMIT), dt, d):
             a |= R.F_ALARMS_HIGH_TEMP
         running = self.pumps.rpm[self.pumps.lead] >= NO_TACH_RPM
-        if self._debounce(5, running and chk.ok(4) and v[4] < b.get_hr(R.LOW_FLOW_LIMIT), dt):
+        if self._debounce(5, running and chk.ok(4) and v[4] < b.get_hr(R.LOW_FLOW_LIMIT), dt, d):
             a |= R.F_ALARMS_LOW_FLOW
-        dp_hi = b.get_hr(R.DP_SP) * HIGH_DP_PCT // 100
-        if self._debounce(8, chk.ok(5) and chk.ok(6) and v[5] - v[6] > dp_hi, dt):
+        dp_hi = b.get_hr(R.DP_SP) * b.get_hr(R.HIGH_DP_PCT) // 100
+        if self._debounce(8, chk.ok(5) and chk.ok(6) and v[5] - v[6] > dp_hi, dt, d):
             a |= R.F_ALARMS_HIGH_DP
         return a
 

@@ -4,14 +4,16 @@
 * Lead failure: commanded but not turning — the tach stays below ``NO_TACH_RPM``
   or below half the speed the command asks for (a dead pump coasting down is caught
   long before it stops) — for the failover delay (a register; it must cover
-  spin-up), or motor current above the over-current limit for the same delay.  The failed pump is latched off and the lag pump takes the lead in
+  spin-up), or motor current above the over-current limit (``pump_oc_limit``
+  register) for the same delay.  The failed pump is latched off and the lag pump takes the lead in
   the same tick with the same demand, so flow is back within a few seconds
   (detection time + the pump's spin-up).
-* Rotation by run hours: when the lead has run ``rotate_s`` seconds (default
-  ``ROTATE_S``, 24 h) more than a healthy lag pump, they swap (equal wear; the
-  stand-by pump is exercised).  ``rotate_s = 0`` disables rotation (fixed lead).
+* Rotation by run hours: when the lead has run ``rotate_s`` seconds (the
+  ``rotate_hours`` register, default ``ROTATE_S`` = 24 h) more than a healthy lag
+  pump, they swap (equal wear; the stand-by pump is exercised).  ``rotate_s = 0``
+  disables rotation (fixed lead).
 * Run time is counted while a pump actually turns (tach above ``NO_TACH_RPM``), in
-  whole seconds so it stays a small int for decades.
+  whole seconds so it stays a small int for decades; ``runhours.py`` persists it.
 
 Pump failure flags (``PF_*``) are latched until ``clear()``; a failed pump is never
 chosen as lead.  When both pumps have failed, ``all_failed()`` tells the app to go
@@ -42,6 +44,11 @@ class PumpPair:
         self._oc_ms = [0, 0]
         self.failover = False   # the lead changed because of a failure in the last update
         self.rotated = False    # the lead changed because of rotation in the last update
+
+    def set_run_s(self, i, s):
+        """Set pump ``i``'s run time (restored from the config, or preset by the operator)."""
+        self.run_s[i] = s
+        self._run_ms[i] = 0
 
     def sample(self, i, rpm, cur):
         self.rpm[i] = rpm

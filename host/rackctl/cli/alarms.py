@@ -74,8 +74,23 @@ def command(ctx: click.Context, db_path: str, show_all: bool, since: float, as_j
     if as_json:
         click.echo(json.dumps([a.as_dict() for a in alarms], indent=1))
         return
+    if not alarms:
+        click.echo("no alarms since then" if show_all else "no open alarms")
+        return
     title = "alarm history" if show_all else f"{len(alarms)} open alarm(s)"
     stdout_console().print(alarm_table(alarms, title))
+
+
+@command.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include cleared alarms (history).")
+@click.option("--since", type=TimeParam(), default="-7d", show_default=True, help="With --all: start.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_alarms(ctx: click.Context, show_all: bool, since: float, as_json: bool) -> None:
+    """List open alarms (the same as `rackctl alarms` with no subcommand)."""
+    parent = ctx.parent
+    assert parent is not None  # noqa: S101 - click always sets it for a subcommand
+    parent.invoke(command, db_path=ctx.obj, show_all=show_all, since=since, as_json=as_json)
 
 
 @command.command("ack")

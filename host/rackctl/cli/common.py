@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import difflib
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -48,6 +50,7 @@ EXIT_ABORTED = 6  # refused or cancelled by the operator
 UNLOCK_KEY = 0xC0DE  # rackfw.unlock.KEY; the complement follows within 5 s
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class CliError(click.ClickException):
@@ -63,8 +66,10 @@ def error_for(exc: BaseException) -> CliError:
     if isinstance(exc, CliError):
         return exc
     if isinstance(exc, DeviceTimeout | TimeoutError):
+        # the link appends pymodbus' own wording in parentheses: noise for an operator
+        text = str(exc).split(" (Modbus Error", 1)[0] or "timeout"
         return CliError(
-            f"{exc or 'timeout'} — check the unit id, wiring, --baud and --parity "
+            f"{text} — check the unit id (-u), wiring, --baud and --parity "
             "(a pty needs --parity N)",
             EXIT_TIMEOUT,
         )
@@ -182,6 +187,7 @@ def bus_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(port: str, baud: int, parity: str, timeout: float, retries: int, **kw: Any) -> Any:
+        quiet_bus_logging()
         bus = BusOptions(port, baud, parity.upper(), timeout, retries)
         return func(bus=bus, **kw)
 
@@ -190,8 +196,30 @@ def bus_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def quiet_bus_logging() -> None:
+    """Keep pymodbus from dumping frames on stderr in interactive commands.
+
+    Without a logging config Python's last-resort handler prints pymodbus' ERROR
+    records ("No response received…", ">>>>> recv: 0x…") around our own one-line
+    error; the link already classifies those failures. RACKCTL_DEBUG=1 keeps them.
+    """
+    if not os.environ.get("RACKCTL_DEBUG"):
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+_URL_PORT = re.compile(r"^[a-z0-9+]+://", re.I)
+
+
 def _rtu_link(bus: BusOptions) -> Any:
     from rackctl.modbus_client import RtuClient
+
+    if not _URL_PORT.match(bus.port) and not os.path.exists(bus.port):
+        raise CliError(
+            f"cannot open {bus.port}: no such device — check --port "
+            "(USB adapters are /dev/ttyUSB*, /dev/ttyACM*; the emulated rack's pty is "
+            "the path `rackctl sim --pty` printed)",
+            EXIT_CONFIG,
+        )
 
     return RtuClient(
         bus.port, baud=bus.baud, parity=bus.parity, timeout=bus.timeout, retries=bus.retries
@@ -209,8 +237,10 @@ async def open_link(bus: BusOptions) -> AsyncIterator[Any]:
     try:
         await link.connect()
     except RackError as exc:
+        reason = str(exc).removeprefix(f"{bus.port}: ").removeprefix("cannot open serial port")
         raise CliError(
-            f"cannot open {bus.port}: {exc} — check --port (and that nothing else holds it)",
+            f"cannot open {bus.port}{': ' + reason if reason else ''} — check --port, and that "
+            "no other program (a daemon, a monitor) holds it",
             EXIT_CONFIG,
         ) from exc
     except OSError as exc:
@@ -282,6 +312,19 @@ def fw_text(version: Any) -> str:
     return str(version)
 
 
+def suggest(token: str, names: Iterable[str], limit: int = 5) -> list[str]:
+    """Names an operator probably meant: close spellings first (difflib), then names
+    containing the token, then names sharing its pieces (``psu_out_v`` -> ``psu1_out_v``)."""
+    names = list(dict.fromkeys(names))
+    low = token.lower()
+    bare = re.sub(r"\d+", "", low)  # the same name without the block index: psu_out_v ~ psu1_out_v
+    out = [n for n in names if n != low and re.sub(r"\d+", "", n) == bare]
+    out += [n for n in difflib.get_close_matches(low, names, n=limit, cutoff=0.75) if n not in out]
+    out += [n for n in names if low in n and n not in out]
+    out += [n for n in difflib.get_close_matches(low, names, n=limit, cutoff=0.6) if n not in out]
+    return out[:limit]
+
+
 _ADDR = re.compile(r"^(?:(coil|co|c|discrete|di|d|input|ir|i|holding|hr|h):)?(\d+|0x[0-9a-f]+)$", re.I)
 _TABLE_ALIASES = {
     "c": "coil", "co": "coil", "coil": "coil",
@@ -295,10 +338,16 @@ def resolve(regmap: Any, token: str) -> Any:
     """A register by name, ``table:address`` (``ir:100``, ``hr:0x10``) or bare address."""
     if token in regmap:
         return regmap.get(token)
+    if token.lower() in regmap:  # DC_V as typed from a datasheet
+        return regmap.get(token.lower())
     m = _ADDR.match(token.strip())
     if not m:
-        close = [r.name for r in regmap.registers if token.lower() in r.name][:5]
-        hint = f" — did you mean {', '.join(close)}?" if close else " — `rackctl info` lists them"
+        close = suggest(token, [r.name for r in regmap.registers])
+        hint = (
+            f" — did you mean {', '.join(close)}?"
+            if close
+            else f" — docs/registers/{regmap.name}.md lists them"
+        )
         raise CliError(f"map {regmap.name!r} has no register {token!r}{hint}", EXIT_USAGE)
     address = int(m.group(2), 0)
     tables = [_TABLE_ALIASES[m.group(1).lower()]] if m.group(1) else ["input", "holding"]
@@ -329,13 +378,35 @@ def spans(registers: Iterable[Any], max_gap: int = 4) -> list[tuple[str, int, in
     return out
 
 
-async def read_values(link: Any, unit: int, regmap: Any, registers: Iterable[Any]) -> list[Any]:
-    """Read and decode registers with as few requests as the limits allow."""
+async def read_values(
+    link: Any, unit: int, regmap: Any, registers: Iterable[Any], skip_missing: bool = False
+) -> list[Any]:
+    """Read and decode registers with as few requests as the limits allow.
+
+    With ``skip_missing`` a block the board refuses with exception 02 is read again
+    register by register and the ones it does not have are left out (a board whose
+    firmware predates the host's map); otherwise the exception propagates.
+    """
     wanted = list(registers)
     names = {r.name for r in wanted}
     values: list[Any] = []
     for table, start, count in spans(wanted):
-        words = await link.read(unit, table, start, count)
+        try:
+            words = await link.read(unit, table, start, count)
+        except ModbusException as exc:
+            if not skip_missing or exc.code != 2:
+                raise
+            inside = [r for r in wanted if r.table == table and start <= r.address < start + count]
+            for r in inside:
+                try:
+                    one = await link.read(unit, table, r.address, r.count)
+                except ModbusException as exc1:
+                    if exc1.code != 2:
+                        raise
+                    log.info("unit %s has no %s (%s:%s)", unit, r.name, table, r.address)
+                    continue
+                values.extend(v for v in regmap.decode(table, r.address, one) if v.name == r.name)
+            continue
         values.extend(v for v in regmap.decode(table, start, words) if v.name in names)
     order = {r.name: i for i, r in enumerate(wanted)}
     return sorted(values, key=lambda v: order[v.name])
@@ -463,7 +534,7 @@ def store_device(store: Any, text: str) -> str:
 def store_register(store: Any, device: str, register: str) -> str:
     names = [n for n, _u in store.registers(device)]
     if register not in names:
-        close = [n for n in names if register.lower() in n][:6]
+        close = suggest(register, names, limit=6)
         hint = f"did you mean {', '.join(close)}?" if close else f"{len(names)} registers recorded"
         raise CliError(f"{device} has no history for {register!r} — {hint}", EXIT_USAGE)
     return register

@@ -41,8 +41,8 @@ def rows_to_csv(header: list[str], rows: list[list[Any]]) -> str:
 def history_rows(rows: list[tuple[Any, ...]]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows for raw ``(ts, value)`` or bucketed ``(ts, avg, min, max)`` samples."""
     if rows and len(rows[0]) == 4:
-        return ["time", "ts", "avg", "min", "max"], [[iso(r[0]), r[0], r[1], r[2], r[3]] for r in rows]
-    return ["time", "ts", "value"], [[iso(r[0]), r[0], r[1]] for r in rows]
+        return ["time", "ts", "avg", "min", "max"], [[iso(r[0]), round(r[0], 3), r[1], r[2], r[3]] for r in rows]
+    return ["time", "ts", "value"], [[iso(r[0]), round(r[0], 3), r[1]] for r in rows]
 
 
 @click.command()
@@ -90,6 +90,15 @@ def command(
     _emit(header, body, fmt, output, f"{name} {register}")
 
 
+def _cell(v: Any) -> str:
+    """Table text; unix seconds stay whole numbers (``%g`` would print 1.79562e+09)."""
+    if v is None:
+        return "-"
+    if isinstance(v, float) and abs(v) >= 1e6:
+        return f"{v:.3f}"
+    return format_value(v)
+
+
 def _emit(header: list[str], rows: list[list[Any]], fmt: str, output: Any, title: str) -> None:
     if fmt == "csv":
         output.write(rows_to_csv(header, rows))
@@ -100,6 +109,6 @@ def _emit(header: list[str], rows: list[list[Any]], fmt: str, output: Any, title
         for col in header:
             table.add_column(col, justify="left" if col in ("time", "device", "register") else "right")
         for r in rows:
-            table.add_row(*(format_value(v) if v is not None else "-" for v in r))
+            table.add_row(*(_cell(v) for v in r))
         console = stdout_console() if output.name == "<stdout>" else Console(file=output, width=120)
         console.print(table)

@@ -34,7 +34,10 @@ async def board_info(bus: BusOptions, unit: int) -> tuple[dict[str, Any], Any, l
             and r.type not in ("bytes",)
             and not r.name.startswith("update_")
         ]
-        values = await read_values(link, unit, regmap, wanted)
+        values = await read_values(link, unit, regmap, wanted, skip_missing=True)
+        missing = [r.name for r in wanted if r.name not in {v.name for v in values}]
+        if missing:
+            ident["not on this board"] = ", ".join(missing) + " (firmware older than the host's map?)"
     return ident, regmap, values
 
 
@@ -63,10 +66,27 @@ def command(bus: BusOptions, unit: int, as_json: bool) -> None:
         head.add_row(key, fw_text(val) if key == "fw_version" else str(val))
     console.print(head)
     settings = Table(title="status and settings")
-    for col in ("register", "value", "access", "range"):
+    for col in ("register", "value", "access", "writable range"):
         settings.add_column(col)
     for v in values:
         r = v.register
-        span = f"{r.min}..{r.max}" if r.min is not None or r.max is not None else ""
-        settings.add_row(r.name, format_value(v.value, v.unit, r.digits), r.access, span)
+        settings.add_row(r.name, format_value(v.value, v.unit, r.digits), r.access, allowed(r))
     console.print(settings)
+
+
+def allowed(r: Any) -> str:
+    """What a write may set, in the operator's terms; empty for read-only registers
+    (the full u32 span of a counter tells nobody anything)."""
+    if r.access == "ro" or r.table not in ("holding", "coil"):
+        return ""
+    if r.type == "enum" and r.enum:
+        return "|".join(r.enum)
+    if r.type == "flags16" and r.bits:
+        return "flags: " + ",".join(r.bits)
+    if r.type == "bool" or r.table == "coil":
+        return "on|off"
+    if r.min is None and r.max is None:
+        return ""
+    lo = format_value(r.min, "", r.digits) if r.min is not None else ""
+    hi = format_value(r.max, "", r.digits) if r.max is not None else ""
+    return f"{lo}..{hi} {r.unit}".rstrip()

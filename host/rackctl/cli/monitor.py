@@ -14,10 +14,13 @@ import time
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.live import Live
 
 from rackctl.cli.common import (
+    EXIT_TIMEOUT,
     BusOptions,
+    CliError,
     IdList,
     bus_options,
     cli_errors,
@@ -27,8 +30,20 @@ from rackctl.cli.common import (
     stdout_console,
 )
 from rackctl.daemon_view import DeviceView, Sample
-from rackctl.monitor_view import render, summary_line
+from rackctl.monitor_view import rack_overview, render, summary_line
 from rackproto.errors import CrcError, DeviceTimeout, ModbusException
+
+
+def telemetry(regmap: Any) -> list[Any]:
+    """The registers worth watching: input/discrete telemetry, no identity or logs."""
+    return [
+        r
+        for r in regmap.registers
+        if r.table in ("input", "discrete")
+        and r.block not in ("identity",)
+        and not r.name.startswith(("event", "update_"))
+        and r.type not in ("bytes", "string")
+    ]
 
 
 class BusPoller:
@@ -42,6 +57,7 @@ class BusPoller:
         self.online: dict[int, bool] = {}
         self.latest: dict[int, dict[str, Sample]] = {}
         self.errors = 0
+        self.regs: dict[int, list[Any]] = {}
 
     def devices(self) -> list[DeviceView]:
         return [
@@ -55,17 +71,13 @@ class BusPoller:
             try:
                 if unit not in self.maps:
                     ident, self.maps[unit] = await identify(self.link, unit)
-                    self.names[unit] = str(ident.get("model") or self.maps[unit].name)
+                    self.names[unit] = str(ident.get("serial") or ident.get("model") or self.maps[unit].name)
                 regmap = self.maps[unit]
-                regs = [
-                    r
-                    for r in regmap.registers
-                    if r.table in ("input", "discrete")
-                    and r.block not in ("identity",)
-                    and not r.name.startswith(("event", "update_"))
-                    and r.type not in ("bytes", "string")
-                ]
-                values = await read_values(self.link, unit, regmap, regs)
+                regs = self.regs.setdefault(unit, telemetry(regmap))
+                values = await read_values(self.link, unit, regmap, regs, skip_missing=True)
+                if len(values) < len(regs):  # older firmware: stop asking for what it lacks
+                    have = {v.name for v in values}
+                    self.regs[unit] = [r for r in regs if r.name in have]
             except (DeviceTimeout, TimeoutError, CrcError, ModbusException):
                 self.errors += 1
                 self.online[unit] = False
@@ -75,14 +87,50 @@ class BusPoller:
             self.online[unit] = True
 
 
-async def monitor_loop(bus: BusOptions, ids: list[int], interval: float, count: int | None, live: bool) -> None:
+DISCOVER_IDS = range(1, 33)
+
+
+async def discover(link: Any) -> list[int]:
+    """Unit ids that answer among 1..32 (the same probe as ``rackctl scan``)."""
+    from rackctl.scheduler import scan
+
+    found = [res.unit for res in await scan(link, list(DISCOVER_IDS))]
+    if not found:
+        raise CliError(
+            "no board answered on ids 1-32 — check wiring, --baud and --parity "
+            "(a pty needs --parity N), or name the ids with --ids",
+            EXIT_TIMEOUT,
+        )
+    return found
+
+
+def pick_view(view: str, ndevices: int) -> str:
+    """``auto``: every register of one board, the compact rack table for several."""
+    if view != "auto":
+        return view
+    return "detail" if ndevices == 1 else "rack"
+
+
+async def monitor_loop(
+    bus: BusOptions, ids: list[int] | None, interval: float, count: int | None, live: bool,
+    view_mode: str = "auto",
+) -> None:
     console = stdout_console()
+    if not console.is_terminal:  # a file or pipe: no reason to clip columns at 80
+        console = Console(highlight=False, soft_wrap=False, width=max(console.width, 160))
+    if ids is None:  # a short probe like `rackctl scan`: ~3 s for an empty 1-32
+        probe = BusOptions(bus.port, bus.baud, bus.parity, min(bus.timeout, 0.1), 0)
+        async with open_link(probe) as link:
+            ids = await discover(link)
     async with open_link(bus) as link:
         poller = BusPoller(link, ids)
         done = 0
+        mode = pick_view(view_mode, len(ids))
 
         def view() -> Any:
             footer = f"{bus.port} @ {bus.baud} {bus.parity} — every {interval:g} s — Ctrl-C to stop"
+            if mode == "rack":
+                return rack_overview(poller.devices(), poller.latest, footer=footer)
             return render(poller.devices(), poller.latest, footer=footer)
 
         if live and console.is_terminal:
@@ -108,14 +156,26 @@ async def monitor_loop(bus: BusOptions, ids: list[int], interval: float, count: 
 
 @click.command()
 @bus_options
-@click.option("--ids", type=IdList(), default="1", show_default=True, help="Unit ids, e.g. 1-3,7.")
+@click.option("--ids", type=IdList(), help="Unit ids, e.g. 1-3,7 (default: the boards answering on 1-32).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Seconds between cycles.")
 @click.option("--once", is_flag=True, help="Poll once, print the table and exit.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many cycles.")
+@click.option(
+    "--view", "view_mode", type=click.Choice(["auto", "rack", "detail"]), default="auto", show_default=True,
+    help="rack: one row per board, key readings; detail: every register; auto: detail for one board.",
+)
 @cli_errors
-def command(bus: BusOptions, ids: list[int], interval: float, once: bool, count: int | None) -> None:
-    """Watch devices live (Ctrl-C stops)."""
+def command(
+    bus: BusOptions, ids: list[int] | None, interval: float, once: bool, count: int | None, view_mode: str
+) -> None:
+    """Watch boards live, straight from Modbus (Ctrl-C stops).
+
+    Faults and alarm flags are highlighted; a board that stops answering turns red.
+    Example:
+
+        rackctl monitor --port /dev/ttyUSB0 --ids 3 --view detail
+    """
     try:
-        asyncio.run(monitor_loop(bus, ids, interval, 1 if once else count, live=not once))
+        asyncio.run(monitor_loop(bus, ids, interval, 1 if once else count, live=not once, view_mode=view_mode))
     except KeyboardInterrupt:
         pass

@@ -42,6 +42,10 @@ def render_png(series: list[tuple[str, str, list[tuple[Any, ...]]]], title: str,
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
     axes[0][0].set_title(title)
+    first = next((r[0][0] for _l, _u, r in series if r), None)
+    if first is not None:
+        zone = dt.datetime.fromtimestamp(first).astimezone().tzname()
+        axes[-1][0].set_xlabel(f"time ({zone}), from {dt.datetime.fromtimestamp(first):%Y-%m-%d %H:%M:%S}")
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.table import Table
@@ -12,6 +13,7 @@ from rackctl.cli.common import (
     bus_options,
     cli_errors,
     format_value,
+    fw_text,
     identify,
     json_value,
     load_map,
@@ -55,7 +57,9 @@ def command(
 ) -> None:
     """Read REGISTERS (names, or addresses like ir:100, hr:0x10) and print them decoded.
 
-    With no REGISTERS, reads every input register of the board.
+    With no REGISTERS, reads every input register of the board. Example:
+
+        rackctl read --port /dev/ttyUSB0 -u 1 dc_v psu1_out_v bbu_soc
     """
     values = run(read_registers(bus, unit, registers, map_name))
     if as_json:
@@ -69,5 +73,22 @@ def command(
     table.add_column("address")
     for v in values:
         r = v.register
-        table.add_row(r.name, format_value(v.value, v.unit, r.digits), format_value(json_value(v.raw)), f"{r.table}:{r.address}")
+        table.add_row(r.name, shown_value(v), shown_raw(v), f"{r.table}:{r.address}")
     stdout_console().print(table)
+
+
+def shown_value(v: Any) -> str:
+    """The decoded value as an operator reads it (fw_version 0x0102 is "1.2")."""
+    if v.register.name.endswith("fw_version") and isinstance(v.value, int):
+        return fw_text(v.value)
+    return format_value(v.value, v.unit, v.register.digits)
+
+
+def shown_raw(v: Any) -> str:
+    """Raw words, except for text: a string's hex dump only widens the table."""
+    if v.register.type in ("string", "bytes"):
+        return ""
+    raw = json_value(v.raw)
+    if isinstance(raw, int) and v.register.type in ("flags16", "enum"):
+        return f"0x{raw:04x}" if v.register.type == "flags16" else str(raw)
+    return format_value(raw)

@@ -9,7 +9,9 @@ import click
 from rich.table import Table
 
 from rackctl.cli.common import (
+    EXIT_TIMEOUT,
     BusOptions,
+    CliError,
     IdList,
     bus_options,
     cli_errors,
@@ -67,9 +69,10 @@ def command(bus: BusOptions, ids: list[int], as_json: bool) -> None:
         click.echo(json.dumps(found, indent=2))
         return
     if not found:
-        raise click.ClickException(
+        raise CliError(
             f"no board answered on {bus.port} (ids {ids[0]}..{ids[-1]}) — check wiring, "
-            "--baud and --parity (a pty needs --parity N)"
+            "--baud and --parity (a pty needs --parity N)",
+            EXIT_TIMEOUT,
         )
     table = Table(title=f"{bus.port}: {len(found)} board(s)")
     for col in ("id", "board", "vendor", "model", "serial", "fw", "hw", "note"):

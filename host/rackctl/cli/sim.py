@@ -34,6 +34,8 @@ log = logging.getLogger("rackctl.cli.sim")
               help="Parity of the simulated wire (default: the rack file's).")
 @click.option("--runtime", type=click.Choice(["vm", "cpython"]),
               help="Run every board's firmware in the MicroPython VM or under CPython.")
+@click.option("--firmware", type=click.Choice(["py", "mpy"]),
+              help="VM boards boot from sources (py) or mpy-cross output (mpy, as on an RP2040).")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @cli_errors
 def command(
@@ -43,6 +45,7 @@ def command(
     baud: int | None,
     parity: str | None,
     runtime: str | None,
+    firmware: str | None,
     verbose: int,
 ) -> None:
     """Run the software rack in real time on a pty until Ctrl-C."""
@@ -53,6 +56,8 @@ def command(
     spec = rackspec.load(rack_file) if rack_file is not None else rackspec.default()
     if runtime:
         spec = spec.with_runtime(runtime)
+    if firmware:
+        spec = spec.with_firmware(firmware)
     if baud is not None or parity is not None:
         spec = spec.with_line(baud=baud, parity=parity.upper() if parity else None)
     if pty_path.exists() and not pty_path.is_symlink():
@@ -63,7 +68,8 @@ def command(
         click.echo(f"wire {info.wire}; open the port as {info.host_settings} "
                    "(a pty has no parity; the simulated wire keeps its own)")
         for b in info.spec.boards:
-            click.echo(f"  id {b.id:3d}  {b.type:<12} {b.name:<12} runtime {b.runtime}")
+            fmt = f" ({b.firmware})" if b.runtime == "vm" else ""
+            click.echo(f"  id {b.id:3d}  {b.type:<12} {b.name:<12} runtime {b.runtime}{fmt}")
         click.echo("Ctrl-C to stop.", nl=True)
 
     sim.serve(spec, pty_path, capture=capture, on_ready=ready)

@@ -49,10 +49,17 @@ def parse_value(reg: Any, text: str) -> Any:
         except ValueError:
             return [f for f in text.split(",") if f]
     if t == "enum":
+        names = {v: k for k, v in (reg.enum or {}).items()}  # value -> name
         try:
-            return int(text, 0)
+            number = int(text, 0)
         except ValueError:
+            number = None
+        if number is None and text in names.values():
             return text
+        if number is not None and (not names or number in names):
+            return number
+        choices = ", ".join(f"{n} ({v})" for v, n in sorted(names.items()))
+        raise CliError(f"{reg.name}: {text!r} is not one of {choices}")
     try:
         return int(text, 0)
     except ValueError:
@@ -65,10 +72,11 @@ def parse_value(reg: Any, text: str) -> Any:
 
 def check_writable(reg: Any, unlock: bool) -> None:
     if reg.table not in ("holding", "coil") or reg.access == "ro":
-        raise CliError(f"{reg.name} is read-only ({reg.table} {reg.address})")
+        raise CliError(f"{reg.name} is read-only ({reg.table}:{reg.address})", EXIT_ABORTED)
     if reg.access == "protected" and not unlock:
         raise CliError(
-            f"{reg.name} is protected: repeat with --unlock to send the unlock key first"
+            f"{reg.name} is protected: repeat with --unlock to send the unlock key first",
+            EXIT_ABORTED,
         )
 
 
@@ -126,7 +134,14 @@ def command(
     register: str,
     value: str,
 ) -> None:
-    """Write VALUE (engineering units, enum name or on/off) to REGISTER."""
+    """Write VALUE to REGISTER (a name or an address like hr:101) on one board.
+
+    VALUE is in engineering units (28.5 for 28.5 °C), an enum name (manual) or
+    number, flag names joined by commas, or on/off for bits. It is checked against
+    the map before anything is sent and read back after. Example:
+
+        rackctl write --port /dev/ttyUSB0 -u 3 t_supply_sp 28.5
+    """
     if not yes and not stdin_is_tty():
         raise CliError(
             "refusing to write without confirmation: no terminal to ask on — pass --yes",
@@ -143,5 +158,13 @@ def command(
         if not click.confirm(question, default=False):
             raise CliError("not written", EXIT_ABORTED)
 
-    after = run(do_write(bus, unit, register, value, unlock, unlock_key, map_name, confirm))
-    click.echo(f"unit {unit}: {after.name} = {format_value(after.value, after.unit)}")
+    before: list[Any] = []
+
+    def remember_and_confirm(reg: Any, old: Any, new: Any) -> None:
+        before.append(old)
+        confirm(reg, old, new)
+
+    after = run(do_write(bus, unit, register, value, unlock, unlock_key, map_name, remember_and_confirm))
+    digits = after.register.digits
+    old = format_value(before[0], after.unit, digits) if before else "?"
+    click.echo(f"unit {unit}: {after.name} {old} -> {format_value(after.value, after.unit, digits)}")

@@ -88,17 +88,16 @@ CONTROL = Struct(
 )
 
 
-# update: holding 16..95. Firmware update mailbox: begin (session, image size), write chunks, commit.
+# update: holding 16..88. Firmware update mailbox (docs/flashing.md): begin (image size, session), chunks, commit (image CRC). The chunk frame -- session, offset, length, chunk CRC, window, command -- is contiguous so one FC 16 carries a whole chunk and its write_chunk.
 UPDATE = Struct(
-    "update_command" / Enum(Int16ub, none=0, begin=1, write_chunk=2, commit=3, abort=4),  # +0
-    "update_session" / Int16ub,  # +1
-    "update_offset" / Scaled(Int32ub, 1, 0, "B"),  # +2
-    "update_length" / Scaled(Int16ub, 1, 0, "B"),  # +4
-    "update_chunk_crc" / Int16ub,  # +5
-    "update_image_size" / Scaled(Int32ub, 1, 0, "B"),  # +6
-    "update_image_crc" / Int16ub,  # +8
-    Padding(14),  # 9..15 unused
-    "update_chunk" / Bytes(128),  # +16
+    "update_image_size" / Scaled(Int32ub, 1, 0, "B"),  # +0
+    "update_image_crc" / Int16ub,  # +2
+    "update_session" / Int16ub,  # +3
+    "update_offset" / Scaled(Int32ub, 1, 0, "B"),  # +4
+    "update_length" / Scaled(Int16ub, 1, 0, "B"),  # +6
+    "update_chunk_crc" / Int16ub,  # +7
+    "update_chunk" / Bytes(128),  # +8
+    "update_command" / Enum(Int16ub, none=0, begin=1, write_chunk=2, commit=3, abort=4),  # +72
 )
 
 
@@ -163,6 +162,21 @@ GAINS = Struct(
     "dp_kd" / Scaled(Int16ub, 0.001, 3, ""),  # +5
 )
 
+
+# limits: holding 124..127. Pump protection, lead rotation and process-alarm limits (were firmware constants).
+LIMITS = Struct(
+    "pump_oc_limit" / Scaled(Int16ub, 0.01, 2, "A"),  # +0
+    "rotate_hours" / Scaled(Int16ub, 1, 0, "h"),  # +1
+    "high_dp_pct" / Scaled(Int16ub, 1, 0, "%"),  # +2
+    "process_alarm_delay" / Scaled(Int16ub, 1, 0, "ms"),  # +3
+)
+
+
+# pump_hours: 2 x 2 holding registers from 128. Persisted pump run-hour counters (pump1, pump2): restored at boot, saved once per hour of pump running.
+PUMP_HOURS = Struct(
+    "hours" / Scaled(Int32ub, 0.01, 2, "h"),  # +0
+)
+
 STRUCTS = {
     "identity": IDENTITY,
     "status": STATUS,
@@ -174,6 +188,8 @@ STRUCTS = {
     "pump": PUMP,
     "settings": SETTINGS,
     "gains": GAINS,
+    "limits": LIMITS,
+    "pump_hours": PUMP_HOURS,
 }
 
 BLOCKS = {
@@ -195,4 +211,7 @@ BLOCKS = {
     "pump2": ("input", 128, PUMP),
     "settings": ("holding", 100, SETTINGS),
     "gains": ("holding", 116, GAINS),
+    "limits": ("holding", 124, LIMITS),
+    "pump_hours1": ("holding", 128, PUMP_HOURS),
+    "pump_hours2": ("holding", 130, PUMP_HOURS),
 }

@@ -89,17 +89,16 @@ CONTROL = Struct(
 )
 
 
-# update: holding 16..95. Firmware update mailbox: begin (session, image size), write chunks, commit.
+# update: holding 16..88. Firmware update mailbox (docs/flashing.md): begin (image size, session), chunks, commit (image CRC). The chunk frame -- session, offset, length, chunk CRC, window, command -- is contiguous so one FC 16 carries a whole chunk and its write_chunk.
 UPDATE = Struct(
-    "update_command" / Enum(Int16ub, none=0, begin=1, write_chunk=2, commit=3, abort=4),  # +0
-    "update_session" / Int16ub,  # +1
-    "update_offset" / Scaled(Int32ub, 1, 0, "B"),  # +2
-    "update_length" / Scaled(Int16ub, 1, 0, "B"),  # +4
-    "update_chunk_crc" / Int16ub,  # +5
-    "update_image_size" / Scaled(Int32ub, 1, 0, "B"),  # +6
-    "update_image_crc" / Int16ub,  # +8
-    Padding(14),  # 9..15 unused
-    "update_chunk" / Bytes(128),  # +16
+    "update_image_size" / Scaled(Int32ub, 1, 0, "B"),  # +0
+    "update_image_crc" / Int16ub,  # +2
+    "update_session" / Int16ub,  # +3
+    "update_offset" / Scaled(Int32ub, 1, 0, "B"),  # +4
+    "update_length" / Scaled(Int16ub, 1, 0, "B"),  # +6
+    "update_chunk_crc" / Int16ub,  # +7
+    "update_chunk" / Bytes(128),  # +8
+    "update_command" / Enum(Int16ub, none=0, begin=1, write_chunk=2, commit=3, abort=4),  # +72
 )
 
 
