@@ -29,6 +29,8 @@ transfer.
 Presence and faults, as the application (``rackfw.power.psu``) sees them:
 
 * with presence pins (``present`` callable), the pin says whether a PSU is seated;
+  a newly seated one is reported once its first sweep is read (or, if it does not
+  answer, after ``COMMS_AFTER`` failures, as present with ``comms``);
 * without them, a slot is present once its PSU has answered a full sweep, and
   absent again after ``ABSENT_AFTER`` consecutive failed transfers (~1.9 s; a NACKing
   address is an empty slot: this is how a hot-swap removal shows up, first as
@@ -110,9 +112,14 @@ class PsuBus:
     # ---------------------------------------------------------------- state
     def present(self, i):
         """1 when PSU ``i`` is seated (pin) / answering (no pin)."""
+        st = self.state[i]
         if self.present_pin is not None:
-            return 1 if self.present_pin(i) else 0
-        return 1 if self.state[i] == ST_UP else 0
+            # a seated PSU shows up once read (no ``comms`` flicker while it is
+            # initialised), or at once when it does not answer at all (``comms``)
+            if not self.present_pin(i):
+                return 0
+            return 1 if st == ST_UP or self.fails[i] >= COMMS_AFTER else 0
+        return 1 if st == ST_UP else 0
 
     def comms_ok(self, i):
         return self.state[i] == ST_UP and self.fails[i] < COMMS_AFTER

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rich import box
 from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -169,17 +170,25 @@ def device_panel(
     return Panel(body, title=title, border_style="green" if dev.online else "red", expand=False)
 
 
-def alarm_table(alarms: Iterable[AlarmView], limit: int = 10) -> Table:
-    table = Table(title="alarms", expand=False)
-    for col in ("id", "device", "alarm", "severity", "state", "message"):
-        table.add_column(col)
+def alarm_table(
+    alarms: Iterable[AlarmView], limit: int = 10, names: Mapping[int, str] | None = None
+) -> Table:
+    """Newest active alarms first; ``names`` (unit id -> device name) labels the device,
+    since an operator thinks "cdu-1", not "3"."""
+    table = Table(title="alarms", expand=False, title_justify="left")
+    for col in ("id", "device", "alarm", "severity", "state", "raised", "message"):
+        table.add_column(col, no_wrap=col != "message")
     rows = sorted(alarms, key=lambda a: (not a.active, -(a.raised_at or 0)))
     for a in rows[:limit]:
         state = "active" if a.active else "cleared"
         if a.acked:
             state += " acked"
         style = SEVERITY_STYLE.get(a.severity, "") if a.active else "dim"
-        table.add_row(str(a.id), str(a.device), a.name, a.severity, state, a.message, style=style)
+        device = f"{names[a.device]} ({a.device})" if names and a.device in names else str(a.device)
+        raised = time.strftime("%H:%M:%S", time.localtime(a.raised_at)) if a.raised_at else ""
+        table.add_row(str(a.id), device, a.name, a.severity, state, raised, a.message, style=style)
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more: rackctl alarms"
     return table
 
 
@@ -193,11 +202,12 @@ def render(
     """The whole live view: device panels side by side, then the alarm table."""
     now = time.time() if now is None else now
     alarms = list(alarms)
+    devices = list(devices)
     hot = alarming_registers(alarms)
     panels = [device_panel(d, latest.get(d.id, {}), hot, now) for d in devices]
     parts: list[RenderableType] = [Columns(panels) if panels else Text("no devices yet", style="dim")]
     if alarms:
-        parts.append(alarm_table(alarms))
+        parts.append(alarm_table(alarms, names={d.id: d.name for d in devices}))
     if footer:
         parts.append(Text(footer, style="dim"))
     return Group(*parts)
@@ -235,7 +245,8 @@ def rack_overview(
         rows = [d for d in devices if d.board == board]
         if not rows:
             continue
-        table = Table(title=board, expand=False, title_justify="left")
+        # no vertical rules: 13 columns of a CDU then fit 120 characters unclipped
+        table = Table(title=board, expand=False, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         for col in ("id", "name", "state", *names):
             table.add_column(col, justify="right" if col in names[:5] else "left", no_wrap=True)
         for dev in rows:
@@ -258,7 +269,7 @@ def rack_overview(
     if not devices:
         parts.append(Text("no devices yet", style="dim"))
     if alarms:
-        parts.append(alarm_table(alarms))
+        parts.append(alarm_table(alarms, names={d.id: d.name for d in devices}))
     if footer:
         parts.append(Text(footer, style="dim"))
     return Group(*parts)

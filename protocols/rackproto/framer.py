@@ -26,12 +26,16 @@ frame with a valid CRC. ``flush()`` tells the framer the line went idle (t3.5 or
 a response timeout): everything buffered is then final, incomplete candidates
 are skipped, and the buffer is emptied.
 
-Length rules: requests are fixed-length per function code (FC 08 assumes the usual
-one data word, including sub-function 00), or carry a byte count (0F/10 at offset 6,
-17 at offset 10); responses carry a byte count (01-04, 17) or are fixed (05, 06, 08,
-0F, 10); a 2B/0E response is measured by walking its object list; exception
-responses are 5 bytes. Addresses 248..255 (reserved) and unknown function codes
-cannot start a frame.
+Length rules: requests are fixed-length per function code, or carry a byte count
+(0F/10 at offset 6, 17 at offset 10); responses carry a byte count (01-04, 17) or
+are fixed (05, 06, 0F, 10); a 2B/0E response is measured by walking its object
+list; exception responses (any function code | 0x80) are 5 bytes. FC 08 is 8 bytes
+in both directions except sub-function 00 (return query data), whose data field is
+"any" length (MAP V1.1b3 6.8.1) and carries no count: its frame ends at the first
+length >= 8 whose CRC checks (one running CRC pass; a corrupted one waits for more
+bytes, up to 256, or for ``flush``; data that happens to contain a valid CRC of
+its own prefix cuts the frame there -- only t3.5 timing could tell). Addresses 248..255 (reserved) and unknown
+function codes cannot start a frame.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import Literal
 
 from rackproto import adu as adus
 from rackproto import pdu as pdus
-from rackproto.crc import crc16
+from rackproto.crc import TABLE, crc16
 from rackproto.errors import CrcError, FrameError
 
 log = logging.getLogger(__name__)
@@ -55,12 +59,13 @@ MAX_ADDRESS = 247
 # Besides the codes rackproto decodes, 07/0B/0C/11/16 are framed so a server can
 # still answer them with exception 01 (illegal function).
 REQUEST_FIXED: dict[int, int] = {
-    0x01: 8, 0x02: 8, 0x03: 8, 0x04: 8, 0x05: 8, 0x06: 8, 0x08: 8,
+    0x01: 8, 0x02: 8, 0x03: 8, 0x04: 8, 0x05: 8, 0x06: 8,
     0x07: 4, 0x0B: 4, 0x0C: 4, 0x11: 4, 0x16: 10,
 }  # fmt: skip
 # Requests with a byte count: offset of the byte-count field; length = offset + 1 + n + 2.
 REQUEST_COUNTED: dict[int, int] = {0x0F: 6, 0x10: 6, 0x17: 10}
-RESPONSE_FIXED: dict[int, int] = {0x05: 8, 0x06: 8, 0x08: 8, 0x0F: 8, 0x10: 8, 0x07: 5, 0x0B: 8, 0x16: 10}
+RESPONSE_FIXED: dict[int, int] = {0x05: 8, 0x06: 8, 0x0F: 8, 0x10: 8, 0x07: 5, 0x0B: 8, 0x16: 10}
+DIAGNOSTICS_LENGTH = 8  # FC 08 with one data word
 RESPONSE_COUNTED: dict[int, int] = {0x01: 2, 0x02: 2, 0x03: 2, 0x04: 2, 0x17: 2, 0x0C: 2, 0x11: 2}
 EXCEPTION_LENGTH = 5
 DEVICE_ID_REQUEST_LENGTH = 7
@@ -125,9 +130,27 @@ def _device_id_response_length(buf: bytearray, pos: int, avail: int) -> int:
     return size + 2
 
 
+def _diagnostics_length(buf: bytearray, pos: int, avail: int) -> int:
+    """FC 08, request or echo: 8 bytes, or for sub-function 00 the first length >= 8
+    at which the running CRC over the frame (CRC included) is zero."""
+    if avail < 4:
+        return NEED_MORE
+    if buf[pos + 2] or buf[pos + 3]:
+        return DIAGNOSTICS_LENGTH
+    table = TABLE
+    crc = 0xFFFF
+    for k in range(min(avail, MAX_FRAME)):
+        crc = (crc >> 8) ^ table[(crc ^ buf[pos + k]) & 0xFF]
+        if crc == 0 and k >= DIAGNOSTICS_LENGTH - 1:
+            return k + 1
+    return NEED_MORE if avail < MAX_FRAME else NOT_A_FRAME
+
+
 def request_length(buf: bytearray, pos: int, avail: int) -> int:
     """Length of the request starting at ``buf[pos]``: >0, NEED_MORE or NOT_A_FRAME."""
     fc = buf[pos + 1]
+    if fc == pdus.DIAGNOSTICS:
+        return _diagnostics_length(buf, pos, avail)
     n = REQUEST_FIXED.get(fc)
     if n is not None:
         return n
@@ -146,6 +169,8 @@ def response_length(buf: bytearray, pos: int, avail: int) -> int:
     fc = buf[pos + 1]
     if fc & 0x80:
         return EXCEPTION_LENGTH
+    if fc == pdus.DIAGNOSTICS:
+        return _diagnostics_length(buf, pos, avail)
     n = RESPONSE_FIXED.get(fc)
     if n is not None:
         return n

@@ -69,6 +69,7 @@ from rackproto.pdu_types import (
     READ_HOLDING_REGISTERS,
     READ_INPUT_REGISTERS,
     READ_WRITE_MULTIPLE_REGISTERS,
+    RETURN_QUERY_DATA,
     WRITE_MULTIPLE_COILS,
     WRITE_MULTIPLE_REGISTERS,
     WRITE_SINGLE_COIL,
@@ -100,7 +101,7 @@ __all__ = [
     "COIL_OFF", "COIL_ON", "DIAGNOSTIC_NAMES", "DIAGNOSTICS", "ENCAPSULATED_INTERFACE",
     "FUNCTION_NAMES", "MAX_PDU", "MAX_READ_BITS", "MAX_READ_REGISTERS", "MAX_RW_READ",
     "MAX_RW_WRITE", "MAX_WRITE_COILS", "MAX_WRITE_REGISTERS", "MEI_READ_DEVICE_ID",
-    "PDU_TYPES", "READ_COILS", "READ_DISCRETE_INPUTS", "READ_HOLDING_REGISTERS",
+    "PDU_TYPES", "RETURN_QUERY_DATA", "READ_COILS", "READ_DISCRETE_INPUTS", "READ_HOLDING_REGISTERS",
     "READ_INPUT_REGISTERS", "READ_WRITE_MULTIPLE_REGISTERS", "WRITE_MULTIPLE_COILS",
     "WRITE_MULTIPLE_REGISTERS", "WRITE_SINGLE_COIL", "WRITE_SINGLE_REGISTER",
     "DeviceIdRequest", "DeviceIdResponse", "Diagnostics", "ExceptionResponse", "Pdu",
@@ -173,7 +174,7 @@ WRITE_REGISTERS_REQUEST = Struct(
     Terminated,
 )
 WRITE_MULTIPLE_RESPONSE = Struct("address" / Int16ub, "count" / Int16ub, Terminated)
-DIAGNOSTICS_BODY = Struct("sub_function" / Int16ub, "data" / Int16ub, Terminated)
+DIAGNOSTICS_BODY = Struct("sub_function" / Int16ub, "data" / Int16ub, "extra" / GreedyBytes)
 READ_WRITE_REQUEST = Struct(
     "read_address" / Int16ub,
     "read_count" / Int16ub,
@@ -269,7 +270,7 @@ def _parse_write_multiple_response(fc: int, body: bytes) -> Pdu:
 
 def _parse_diagnostics(fc: int, body: bytes) -> Pdu:
     c = DIAGNOSTICS_BODY.parse(body)
-    return Diagnostics(c.sub_function, c.data)
+    return Diagnostics(c.sub_function, c.data, bytes(c.extra))
 
 
 def _parse_read_write(fc: int, body: bytes) -> Pdu:
@@ -408,7 +409,9 @@ def _body(pdu: Pdu) -> bytes:
     if isinstance(pdu, WriteMultipleResponse):
         return WRITE_MULTIPLE_RESPONSE.build({"address": pdu.address, "count": pdu.count})
     if isinstance(pdu, Diagnostics):
-        return DIAGNOSTICS_BODY.build({"sub_function": pdu.sub_function, "data": pdu.data})
+        return DIAGNOSTICS_BODY.build(
+            {"sub_function": pdu.sub_function, "data": pdu.data, "extra": pdu.extra}
+        )
     if isinstance(pdu, ReadWriteRequest):
         n = len(pdu.values)
         return READ_WRITE_REQUEST.build(

@@ -46,14 +46,26 @@ FUNCTION_NAMES: dict[int, str] = {
     ENCAPSULATED_INTERFACE: "read device identification",
 }
 
+#: Every FC 08 sub-function of MAP V1.1b3 6.8 (rackfw answers 00 and 0A-0F; the
+#: others get exception 01 from it, but a host may talk to other servers).
 DIAGNOSTIC_NAMES: dict[int, str] = {
     0x00: "return query data",
+    0x01: "restart communications option",
+    0x02: "return diagnostic register",
+    0x03: "change ASCII input delimiter",
+    0x04: "force listen only mode",
     0x0A: "clear counters and diagnostic register",
     0x0B: "return bus message count",
     0x0C: "return bus communication error count",
     0x0D: "return bus exception error count",
     0x0E: "return server message count",
+    0x0F: "return server no response count",
+    0x10: "return server NAK count",
+    0x11: "return server busy count",
+    0x12: "return bus character overrun count",
+    0x14: "clear overrun counter and flag",
 }
+RETURN_QUERY_DATA = 0x00
 
 # Spec limits (quantity of items per request) --------------------------------
 MAX_READ_BITS = 2000
@@ -131,10 +143,15 @@ class WriteMultipleResponse:
 
 @dataclass(frozen=True)
 class Diagnostics:
-    """FC 08 request or response: sub-function and its 16-bit data word."""
+    """FC 08 request or response: sub-function and its 16-bit data word.
+
+    ``extra`` holds data bytes after the first word. Only sub-function 00 (return
+    query data) may carry them: its data field is "any" and the server echoes it
+    (MAP V1.1b3 6.8.1), e.g. ``08 0000 A537 0102``."""
 
     sub_function: int
     data: int
+    extra: bytes = b""
     function: ClassVar[int] = DIAGNOSTICS
 
 
@@ -265,7 +282,8 @@ def validate(pdu: Pdu, *, check_words: bool = True) -> None:
             check_words_16(pdu.values)
     elif isinstance(pdu, WriteSingle):
         if pdu.function == WRITE_SINGLE_COIL and pdu.value not in (COIL_ON, COIL_OFF):
-            raise FrameError(f"coil value 0x{pdu.value:04X} is neither 0xFF00 nor 0x0000")
+            # MAP 6.5: any other output value is answered with exception 03
+            raise QuantityError(f"coil value 0x{pdu.value:04X} is neither 0xFF00 nor 0x0000")
     elif isinstance(pdu, WriteCoilsRequest):
         check_quantity("coil quantity", len(pdu.bits), MAX_WRITE_COILS)
     elif isinstance(pdu, WriteRegistersRequest):
@@ -278,8 +296,17 @@ def validate(pdu: Pdu, *, check_words: bool = True) -> None:
         check_quantity("read quantity", pdu.read_count, MAX_RW_READ)
         check_quantity("write quantity", len(pdu.values), MAX_RW_WRITE)
         check_words_16(pdu.values)
+    elif isinstance(pdu, Diagnostics):
+        if pdu.extra and pdu.sub_function != RETURN_QUERY_DATA:
+            raise FrameError(
+                f"diagnostics sub-function 0x{pdu.sub_function:02X} carries one data word, "
+                f"not {2 + len(pdu.extra)} bytes (only 00 echoes any length)"
+            )
     elif isinstance(pdu, DeviceIdRequest | DeviceIdResponse):
         if not 1 <= pdu.read_code <= 4:
             raise FrameError(f"device-id read code {pdu.read_code} outside 1..4")
+        if isinstance(pdu, DeviceIdResponse) and pdu.more_follows not in (0x00, 0xFF):
+            # MAP 6.21: 00 no more objects, FF more follow (paging by next_object_id)
+            raise FrameError(f"device-id 'more follows' 0x{pdu.more_follows:02X} is neither 00 nor FF")
     elif isinstance(pdu, ExceptionResponse) and not 1 <= pdu.function < 0x80:
         raise FrameError(f"exception for function 0x{pdu.function:02X} (must be below 0x80)")

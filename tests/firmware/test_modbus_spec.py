@@ -288,45 +288,30 @@ def test_device_id_missing_mei_type_is_03_not_01(bus):
     assert mb.exception_code(bus.transact(mb.adu(UNIT, 0x2B, b"\x0e\x01")), 0x2B) == 3
 
 
-# --- device-id paging, on the object table itself -----------------------------------
-def _devid(lengths: list[int]):
-    from rackfw.devid import DeviceId
-
-    names = [bytes([0x41 + i]) * n for i, n in enumerate(lengths)]
-    return DeviceId(*(s.decode() for s in names)), names
-
-
+# --- device-id response size, on the object table itself ----------------------------
 def _ask(dev, code: int, obj: int) -> bytes:
     rx = bytearray(256)
     rx[0:5] = bytes([UNIT, 0x2B, 0x0E, code, obj])
     tx = bytearray(256)
     end = dev.respond(rx, 7, tx)
     assert end > 0, end
-    assert end + 2 <= 256  # the CRC still fits the ADU
     return bytes(tx[1:end])
 
 
-def test_stream_access_pages_with_more_follows():
-    dev, names = _devid([120, 120, 120, 10, 100, 5, 240])
-    seen: dict[int, bytes] = {}
-    obj = 0
-    pages = 0
-    while True:
-        pdu = _ask(dev, 2, obj)
-        assert len(pdu) <= 253
-        more, nxt, count = pdu[4], pdu[5], pdu[6]
+def test_longest_identity_strings_still_fit_one_response():
+    # MAP 6.21: a stream response that would not fit the 253-byte PDU must page with
+    # "more follows" = 0xFF. The table cuts every object to 32 bytes at boot so the
+    # whole regular category always fits one response and paging never arises.
+    from rackfw.devid import DeviceId
+
+    names = [bytes([0x41 + i]) * 200 for i in range(7)]
+    dev = DeviceId(*(s.decode() for s in names))
+    for code, first, ids in ((2, 0, range(7)), (3, 0, range(7)), (1, 0, range(3)), (2, 5, (5, 6))):
+        pdu = _ask(dev, code, first)
+        assert len(pdu) + 3 <= 256  # unit id + PDU + CRC: one ADU
+        assert pdu[3:7] == bytes([0x82, 0, 0, len(ids)])  # conformity, more, next, count
         o = 7
-        for _ in range(count):
-            seen[pdu[o]] = pdu[o + 2 : o + 2 + pdu[o + 1]]
+        for oid in ids:
+            assert pdu[o] == oid and pdu[o + 2 : o + 2 + pdu[o + 1]] == names[oid][:32]
             o += 2 + pdu[o + 1]
         assert o == len(pdu)
-        pages += 1
-        if more == 0:
-            assert nxt == 0
-            break
-        assert more == 0xFF and nxt == max(seen) + 1
-        obj = nxt
-    assert seen == dict(enumerate(names))
-    assert pages >= 3
-    # individual access to the largest object fits one response
-    assert _ask(dev, 4, 6)[7:9] == bytes([6, 240])

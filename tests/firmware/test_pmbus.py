@@ -343,6 +343,22 @@ def test_with_presence_pins_a_nacking_psu_is_a_comms_fault_forever():
     assert i2c.reads == 0         # no read reaches the pulled slot; the nacking one never completes
 
 
+def test_with_presence_pins_a_new_psu_is_present_only_once_read():
+    pins = [1, 0, 0, 0, 0, 0]
+    i2c, bus, sn, _ = shelf(slots=(0,), present=lambda i: pins[i])
+    i2c.devs[0x59] = psu(0x59, vout=53.0)
+    pins[1] = 1
+    seen = []
+    for _ in range(ps.SEQ_LEN + 3):
+        bus.service(6)
+        seen.append((sn.read(ch(1, io.S_PSU_PRESENT)), sn.read(ch(1, io.S_PSU_OUT_V))))
+    assert (0, io.SENSOR_OPEN) in seen and seen[-1] == (1, 5300)
+    assert (1, io.SENSOR_OPEN) not in seen          # no comms flicker on insertion
+    pins[2] = 1                                     # seated but silent: comms
+    bus.service(6 * ps.COMMS_AFTER)
+    assert (sn.read(ch(2, io.S_PSU_PRESENT)), sn.read(ch(2, io.S_PSU_OUT_V))) == (1, io.SENSOR_OPEN)
+
+
 def test_status_word_drives_ac_ok():
     i2c, bus, sn, _ = shelf()
     i2c.devs[0x5A].words[0x79] = pm.SW_INPUT | pm.SW_OFF

@@ -6,7 +6,8 @@ an ``.mpy`` image whose ``version.py`` says 1.7 over RS-485 Modbus in virtual ti
 the board is power-cycled with its flash kept, and its boot loader
 (``rackfw.boot`` from ``boards/emulated/main.py``) installs the image: the board then
 answers ``fw_version`` 1.7 with reset cause ``update`` and the install in its event
-log. A staged image damaged in any way is refused: the board boots 1.0 and says so.
+log. A staged image damaged in any way, or transferred but never committed, is
+refused: the board boots 1.0 and says so.
 
 One flash per module (about 400 chunks); the other tests boot new VMs from its flash.
 """
@@ -28,6 +29,7 @@ from rackhil.bus import Bus
 from rackhil.master import Master
 from rackhil.transport import HostPort
 from rackproto import fwimage
+from rackproto.crc import crc16
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tools/ is a repository directory, not an installed package
@@ -46,7 +48,7 @@ UNIT = 1
 CONFIG = {"board": "power_shelf", "unit_id": UNIT}
 STAGE = fwimage.STAGING_BASE
 NEW = (1, 7)
-S_BAD_HEADER, S_BAD_DIGEST = 3, 6  # rackfw.boot
+S_BAD_HEADER, S_BAD_DIGEST, S_UNCOMMITTED = 3, 6, 9  # rackfw.boot
 EVU_INSTALLED, EVU_REFUSED = 5, 6  # EV_UPDATE codes of rackfw.boot
 
 
@@ -132,6 +134,8 @@ def test_power_cycle_after_flashing_runs_the_new_firmware(flashed: dict[str, Any
     assert flashed["before"] == (1, 0)
     assert flashed["state"] == "ready" and flashed["report"].size == len(image)
     assert flashed["dump"][STAGE : STAGE + len(image)] == image
+    at = STAGE + fwimage.commit_offset(len(image))  # the board committed it
+    assert flashed["dump"][at : at + 16] == fwimage.commit_record(len(image), crc16(image))
 
     rack.node.power_cycle(keep_flash=True)
     assert rack.version() == NEW
@@ -161,17 +165,27 @@ def _flip(dump: bytes, at: int, mask: int = 0x10) -> bytes:
 
 
 def _truncate(dump: bytes, at: int) -> bytes:
-    """Staging area as a transfer cut short leaves it: programmed up to ``at``."""
+    """Staging area as a transfer cut short leaves it: programmed up to ``at`` (and so
+    never committed)."""
     b = bytearray(dump)
     b[at : len(b)] = b"\xff" * (len(b) - at)
+    return bytes(b)
+
+
+def _uncommit(dump: bytes, n: int) -> bytes:
+    """Every chunk staged but no ``commit`` (the host died): no commit record."""
+    b = bytearray(dump)
+    at = STAGE + fwimage.commit_offset(n)
+    b[at : at + 16] = b"\xff" * 16
     return bytes(b)
 
 
 @pytest.mark.parametrize("damage,status", [
     (lambda d, n: _flip(d, STAGE + n // 2), S_BAD_DIGEST),  # a byte in a module
     (lambda d, n: _flip(d, STAGE + 10), S_BAD_HEADER),  # the version in the header
-    (lambda d, n: _truncate(d, STAGE + n - 128), S_BAD_DIGEST),  # last chunk missing
-], ids=["payload-byte", "header-byte", "incomplete"])
+    (lambda d, n: _truncate(d, STAGE + n - 128), S_UNCOMMITTED),  # last chunk missing
+    (_uncommit, S_UNCOMMITTED),  # complete, SHA-256 fine, never committed
+], ids=["payload-byte", "header-byte", "incomplete", "uncommitted"])
 def test_a_damaged_staged_image_boots_the_old_firmware_and_says_so(
         mcu: Any, flashed: dict[str, Any], damage: Any, status: int) -> None:
     dump = damage(flashed["dump"], len(flashed["image"]))
@@ -197,6 +211,8 @@ def test_a_source_image_staged_in_flash_is_installed_too(mcu: Any) -> None:
     image = fwimage.build(files, "power_shelf", (1, 9))
     dump = bytearray(b"\xff" * (256 * 1024))
     dump[STAGE : STAGE + len(image)] = image
+    at = STAGE + fwimage.commit_offset(len(image))
+    dump[at : at + 16] = fwimage.commit_record(len(image), crc16(image))
     rack = Rack(mcu, "source", flash=bytes(dump))
     try:
         assert rack.version() == (1, 9)

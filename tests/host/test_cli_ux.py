@@ -280,3 +280,100 @@ def test_alarms_empty_is_one_line_and_list_is_an_alias(db: str) -> None:
     r = CliRunner().invoke(cli, ["alarms", "--db", db, "list"], terminal_width=160)
     assert r.exit_code == 0, r.output
     assert "too hot" in r.output and "1 open alarm(s)" in r.output
+
+
+def test_regular_file_as_port_is_not_a_serial_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(common, "LINK_FACTORY", common._rtu_link)
+    path = tmp_path / "rackctl.db"
+    path.write_bytes(b"")
+    r = invoke("read", "--port", str(path), "-u", "1", "dc_v")
+    assert r.exit_code == common.EXIT_CONFIG
+    assert r.output.strip() == f"Error: {path} is not a serial device — check --port"
+
+
+def test_pty_with_parity_says_use_parity_n(monkeypatch: pytest.MonkeyPatch, link: FakeLink) -> None:
+    import termios
+
+    async def refuses_parity() -> None:
+        raise termios.error(22, "Invalid argument")
+
+    monkeypatch.setattr(link, "connect", refuses_parity)
+    r = invoke("read", "--port", "/dev/pts/9", "-u", "1", "dc_v")  # default parity E
+    assert r.exit_code == common.EXIT_CONFIG
+    assert "cannot set 115200 8E1 on /dev/pts/9: Invalid argument — a pty has no parity: use --parity N" in r.output
+    assert "internal error" not in r.output
+
+
+def test_rack_overview_with_an_alarm_fits_120_columns_unclipped() -> None:
+    from rackctl.daemon_view import AlarmView
+    from rackctl.monitor_view import rack_overview
+
+    devices = [DeviceView(3, "cdu", "cdu-1", True, state="online"),
+               DeviceView(4, "cdu", "cdu-2", False, state="dormant")]
+    s = Sample
+    latest = {3: {"mode": s("standby", "", 0), "t_supply": s(27.06, "°C", 0), "t_return": s(30.21, "°C", 0),
+                  "flow": s(316.7, "L/min", 0), "dp": s(100.1, "kPa", 0), "valve_pos": s(46.2, "%", 0),
+                  "lead_pump": s(1, "", 0), "alarms": s(["high_temp"], "", 0), "leak_zones": s([], "", 0)}}
+    alarm = AlarmView(2, 3, "alarms.high_temp", "alarms.high_temp", "warning", True, False,
+                      time.time(), None, "alarms: high_temp set")
+    console = Console(width=120, record=True, color_system=None)
+    console.print(rack_overview(devices, latest, [alarm]))
+    text = console.export_text()
+    assert "…" not in text
+    assert "316.7 L/min" in text and "100.1 kPa" in text and "dormant" in text
+    assert "cdu-1 (3)" in text  # the alarm names its device
+
+
+def test_plot_breaks_the_line_where_the_daemon_was_down() -> None:
+    import math
+
+    from rackctl.cli.plot import break_gaps
+
+    rows = [(float(t), 1.0) for t in range(10)] + [(float(t), 2.0) for t in range(300, 305)]
+    out = break_gaps(rows)
+    assert len(out) == len(rows) + 1
+    gap = out[10]
+    assert 9 < gap[0] < 300 and math.isnan(gap[1])
+    assert break_gaps(rows[:10]) == rows[:10]  # steady sampling: untouched
+
+
+def test_history_cells_print_unix_seconds_in_full() -> None:
+    from rackctl.cli.history import _cell
+
+    assert _cell(1795618060.4213) == "1795618060.421"
+    assert _cell(None) == "-"
+    assert _cell(50.75) == "50.75"
+
+
+async def test_second_daemon_fails_on_the_http_port_before_touching_the_bus() -> None:
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from rackctl.cli.daemon import serve
+
+    class Daemon:
+        started = False
+        closed = False
+
+        async def start(self) -> None:
+            self.started = True
+
+        async def stop(self) -> None:
+            pass
+
+        @property
+        def store(self) -> SimpleNamespace:
+            return SimpleNamespace(close=lambda: setattr(self, "closed", True))
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = SimpleNamespace(http=SimpleNamespace(token="", bind="127.0.0.1", port=port))
+        daemon = Daemon()
+        with pytest.raises(common.CliError) as err:
+            await serve(daemon, cfg, stop=asyncio.Event())
+    assert err.value.exit_code == common.EXIT_CONFIG
+    assert f"cannot listen on 127.0.0.1:{port}" in err.value.message
+    assert not daemon.started and daemon.closed

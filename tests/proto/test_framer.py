@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rackproto import adu as adus
 from rackproto import pdu as P
+from rackproto.crc import crc16
 from rackproto.errors import CrcError, FrameError
 from rackproto.framer import Frame, RtuFramer, request_length, response_length
 
@@ -253,6 +254,25 @@ _response_frames = st.builds(
 )
 
 
+def _hidden_frame(role: str, frames: list[bytes]) -> bool:
+    """True when a complete CRC-valid frame starts inside another frame.
+
+    Length rules only read a frame's own prefix, so such a frame is what a hunting
+    framer (at start-up) may take when a cut leaves the outer frame incomplete --
+    a CRC collision (~1 in 65536 per position) that only t3.5 timing resolves.
+    """
+    stream = bytearray(b"".join(frames))
+    starts = {sum(len(f) for f in frames[:i]) for i in range(len(frames))}
+    rule = request_length if role == "server" else response_length
+    for pos in range(len(stream) - 3):
+        if pos in starts or stream[pos] > 247:
+            continue
+        n = rule(stream, pos, len(stream) - pos)
+        if 4 <= n <= len(stream) - pos and crc16(stream[pos : pos + n]) == 0:
+            return True
+    return False
+
+
 @settings(deadline=None, max_examples=150)
 @given(
     st.one_of(
@@ -263,6 +283,7 @@ _response_frames = st.builds(
 )
 def test_generated_streams_survive_any_cuts(case: tuple[str, list[bytes]], cuts: list[int]) -> None:
     role, frames = case
+    assume(not _hidden_frame(role, frames))
     stream = b"".join(frames)
     out, framer = run(role, chunked(stream, cuts))
     assert out == frames
@@ -270,3 +291,18 @@ def test_generated_streams_survive_any_cuts(case: tuple[str, list[bytes]], cuts:
     decoded = [f.decode() for f in RtuFramer(role).feed(stream)]  # type: ignore[arg-type]
     expected = [adus.parse(f, "request" if role == "server" else "response") for f in frames]
     assert decoded == expected
+
+
+def test_a_frame_hidden_in_an_incomplete_one_is_taken_while_hunting() -> None:
+    # The documented limit behind the assume() above, found by hypothesis: at
+    # start-up, with only 12 bytes of a 2B/0E response in, the bytes 04 A0 00 48 01
+    # form a CRC-valid 5-byte "exception response" and the hunting framer takes it.
+    devid = bytes.fromhex("012b0e0100000004a0004801000000000081cd")
+    assert _hidden_frame("client", [devid])
+    framer = RtuFramer("client")
+    assert [f.raw.hex() for f in framer.feed(devid[:12])] == ["04a0004801"]
+    # once in sync, an incomplete frame is waited for instead
+    synced = RtuFramer("client")
+    first = adus.build(1, P.ReadRegistersResponse(3, (0,)))
+    assert [f.raw for f in synced.feed(first + devid[:12])] == [first]
+    assert [f.raw for f in synced.feed(devid[12:])] == [devid]

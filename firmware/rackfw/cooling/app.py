@@ -1,44 +1,45 @@
-"""CDU application: measure the loops, guard them, control temperature and pressure.
+"""CDU application: measure the loops, guard them, control temperature and pressure."""
 
-Runs once per control tick (``PERIOD_MS``) from the board core (App contract in
-docs/contracts.md).  Each tick:
-
-1. sample every transmitter and check it (``sensorcheck.py``: open / short / out of
-   range / stuck); the ``sensor_faults`` register shows the faulted ones;
-2. leak zones (``leak.py``): latch, and isolate for zones in the isolate mask;
-3. mode machine (``modes.py``): FAULT when a leak isolates, both pumps failed, or —
-   in AUTO — a control input (supply temperature, supply or return pressure) is bad;
-4. actuators (``control.py``): PID loops in AUTO, manual values, fail-safe or
-   isolation, then lead/lag pump handling (``pumps.py``);
-5. alarms and telemetry.
-
-Alarms: ``leak``, ``leak_isolated``, ``sensor_fault``, ``pump_failover`` and
-``pump_fault`` are latched until the fault-clear command finds their cause gone;
-``low_level``, ``high_temp``, ``low_flow`` and ``high_dp`` follow the process
-(after the ``process_alarm_delay`` register, so a transient does not flap them;
-``high_dp`` is dp above ``high_dp_pct`` % of its setpoint).
-
-Limits that used to be constants are protected, persisted holding registers
-(map defaults = the old constants): ``pump_oc_limit``, ``rotate_hours``,
-``high_dp_pct``, ``process_alarm_delay``; they are read every tick, so a write
-takes effect on the next one.
-
-Run hours (``runhours.py``) are mirrored into the persisted ``pump<n>_hours``
-registers and restored at boot.  Because the board core only saves the config
-for host writes, the app asks for a save by setting ``save_request`` (at most once
-per hour of pump running); the board core clears it when it takes the request.
-
-Event log: alarms raise/clear as ``EV_ALARM`` (code = alarm bit number, value =
-1 / 0; for ``leak`` the value is the mask of newly wet zones); a sensor fault is
-``EV_FAULT_RAISED`` / ``EV_FAULT_CLEARED`` with code ``0x200 | sensor bit`` and the
-fault kind as value; a pump failure is ``EV_FAULT_RAISED`` with code
-``0x300 | pump number`` and the ``PF_*`` bits as value; a failover or rotation is
-``EV_ALARM`` code ``pump_failover`` bit, value = new lead pump number (rotation:
-``0x100 | new lead``); mode transitions are ``EV_MODE`` (see ``modes.py``).
-
-Refusals (``on_write``): choosing a failed pump as lead -> exception 04; a run-hours
-preset over the register's maximum -> exception 03.
-"""
+# (Comments, not a docstring: run from source, MicroPython keeps a docstring in heap.)
+#
+# Runs once per control tick (``PERIOD_MS``) from the board core (App contract in
+# docs/contracts.md).  Each tick:
+#
+# 1. sample every transmitter and check it (``sensorcheck.py``: open / short / out of
+#    range / stuck); the ``sensor_faults`` register shows the faulted ones;
+# 2. leak zones (``leak.py``): latch, and isolate for zones in the isolate mask;
+# 3. mode machine (``modes.py``): FAULT when a leak isolates, both pumps failed, or —
+#    in AUTO — a control input (supply temperature, supply or return pressure) is bad;
+# 4. actuators (``control.py``): PID loops in AUTO, manual values, fail-safe or
+#    isolation, then lead/lag pump handling (``pumps.py``);
+# 5. alarms and telemetry.
+#
+# Alarms: ``leak``, ``leak_isolated``, ``sensor_fault``, ``pump_failover`` and
+# ``pump_fault`` are latched until the fault-clear command finds their cause gone;
+# ``low_level``, ``high_temp``, ``low_flow`` and ``high_dp`` follow the process
+# (after the ``process_alarm_delay`` register, so a transient does not flap them;
+# ``high_dp`` is dp above ``high_dp_pct`` % of its setpoint).
+#
+#
+# Event log: alarms raise/clear as ``EV_ALARM`` (code = alarm bit number, value =
+# 1 / 0; for ``leak`` the value is the mask of newly wet zones); a sensor fault is
+# ``EV_FAULT_RAISED`` / ``EV_FAULT_CLEARED`` with code ``0x200 | sensor bit`` and the
+# fault kind as value; a pump failure is ``EV_FAULT_RAISED`` with code
+# ``0x300 | pump number`` and the ``PF_*`` bits as value; a failover or rotation is
+# ``EV_ALARM`` code ``pump_failover`` bit, value = new lead pump number (rotation:
+# ``0x100 | new lead``); mode transitions are ``EV_MODE`` (see ``modes.py``).
+#
+# Refusals (``on_write``): choosing a failed pump as lead -> exception 04; a run-hours
+# preset over the register's maximum -> exception 03.
+#
+# Limits that used to be constants are protected, persisted holding registers
+# (map defaults = the old constants): pump_oc_limit, rotate_hours, high_dp_pct,
+# process_alarm_delay; read every tick, so a write takes effect on the next one.
+#
+# Run hours (runhours.py) are mirrored into the persisted pump<n>_hours registers
+# and restored at boot.  The board core saves the config only for host writes, so
+# the app asks for a save by setting ``save_request`` (at most once per hour of pump
+# running); the board core clears it when it takes the request.
 
 from micropython import const
 

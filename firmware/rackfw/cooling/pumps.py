@@ -1,24 +1,26 @@
-"""Lead/lag pump pair: one pump runs, the other stands by.
+"""Lead/lag pump pair: one pump runs, the other stands by."""
 
-* The lead pump gets the speed demand; the lag pump is commanded to 0.
-* Lead failure: commanded but not turning — the tach stays below ``NO_TACH_RPM``
-  or below half the speed the command asks for (a dead pump coasting down is caught
-  long before it stops) — for the failover delay (a register; it must cover
-  spin-up), or motor current above the over-current limit (``pump_oc_limit``
-  register) for the same delay.  The failed pump is latched off and the lag pump takes the lead in
-  the same tick with the same demand, so flow is back within a few seconds
-  (detection time + the pump's spin-up).
-* Rotation by run hours: when the lead has run ``rotate_s`` seconds (the
-  ``rotate_hours`` register, default ``ROTATE_S`` = 24 h) more than a healthy lag
-  pump, they swap (equal wear; the stand-by pump is exercised).  ``rotate_s = 0``
-  disables rotation (fixed lead).
-* Run time is counted while a pump actually turns (tach above ``NO_TACH_RPM``), in
-  whole seconds so it stays a small int for decades; ``runhours.py`` persists it.
+# (Comments, not a docstring: run from source, MicroPython keeps a docstring in heap.)
+#
+# * The lead pump gets the speed demand; the lag pump is commanded to 0.
+# * Lead failure: commanded but not turning — the tach stays below ``NO_TACH_RPM``
+#   or below half the speed the command asks for (a dead pump coasting down is caught
+#   long before it stops) — for the failover delay (a register; it must cover
+#   spin-up), or motor current above the over-current limit (``pump_oc_limit``
+#   register) for the same delay.  The failed pump is latched off and the lag pump takes the lead in
+#   the same tick with the same demand, so flow is back within a few seconds
+#   (detection time + the pump's spin-up).
+# * Rotation by run hours: when the lead has run ``rotate_s`` seconds (the
+#   ``rotate_hours`` register, default ``ROTATE_S`` = 24 h) more than a healthy lag
+#   pump, they swap (equal wear; the stand-by pump is exercised).  ``rotate_s = 0``
+#   disables rotation (fixed lead).
+# * Run time is counted while a pump actually turns (tach above ``NO_TACH_RPM``), in
+#   whole seconds so it stays a small int for decades; ``runhours.py`` persists it.
+#
+# Pump failure flags (``PF_*``) are latched until ``clear()``; a failed pump is never
+# chosen as lead.  When both pumps have failed, ``all_failed()`` tells the app to go
+# to the fault mode.
 
-Pump failure flags (``PF_*``) are latched until ``clear()``; a failed pump is never
-chosen as lead.  When both pumps have failed, ``all_failed()`` tells the app to go
-to the fault mode.
-"""
 
 from micropython import const
 

@@ -1,34 +1,36 @@
-"""Pump run hours that survive a reboot, without wearing the flash out.
+"""Pump run hours that survive a reboot without wearing the flash out (``RunHours``)."""
 
-The live counter is ``PumpPair.run_s`` (whole seconds of tach-confirmed turning).
-It is mirrored, in the map's 0.01 h units, into the persisted holding registers
-``pump<n>_hours`` (u32, ``persist = true``), so it rides along in the board's
-config store: restored into ``run_s`` at boot (``restore``), and saved whenever
-the board saves its configuration.
-
-Why the registers are ``protected`` rather than read-only: the counter belongs to
-the pump, and a pump gets replaced.  While unlocked, the operator presets it (0
-for a new pump, the old value after a board swap) with one FC 16 of both words;
-``on_write`` adopts the value into ``run_s`` at once (each word as it lands, the
-high word first), so the live input register and the rotation logic follow.  A
-locked host gets exception 04 like for every protected register, so telemetry
-software cannot reset it by accident.  Anything that changes the registers
-*behind* the app's back (the factory-defaults command, which resets every
-persisted register) is undone on the next tick and saved again: factory defaults
-reset settings, not the pump's life.
-
-Flash wear budget: a config save erases and rewrites one 4 KiB sector (the store
-alternates two).  Run hours ask for a save (``save_due``) once per hour during
-which at least one pump turned -- not per pump, not per 0.01 h step -- so at most
-**24 saves a day**, i.e. 12 erase cycles a day on each config sector, plus
-whatever the operator writes.  Against the NOR flash of the RP2040 boards
-(W25Q16JV: 100 000 erase cycles) that is 100 000 / 12 = 8 300 days, ~22 years.
-STM32 on-chip flash is rated 10 000 cycles: ~2.3 years at this rate, so a board
-with on-chip config flash must put the config store on a part with more
-endurance (or append copies within a sector) before it runs a CDU.
-What a power cut costs: the run time since the last save, < 1 h per pump
-(a reboot command saves the live value first).
-"""
+# Why and how (comments, not a docstring: from source, a docstring costs its
+# length in MicroPython heap -- measured by tests/firmware/test_ram_budget.py):
+#
+# The live counter is ``PumpPair.run_s`` (whole seconds of tach-confirmed turning).
+# It is mirrored, in the map's 0.01 h units, into the persisted holding registers
+# ``pump<n>_hours`` (u32, ``persist = true``), so it rides along in the board's
+# config store: restored into ``run_s`` at boot (``restore``), and saved whenever
+# the board saves its configuration.
+#
+# Why the registers are ``protected`` rather than read-only: the counter belongs to
+# the pump, and a pump gets replaced.  While unlocked, the operator presets it (0
+# for a new pump, the old value after a board swap) with one FC 16 of both words;
+# ``RunHours.write`` adopts the value into ``run_s`` at once (each word as it lands, the
+# high word first), so the live input register and the rotation logic follow.  A
+# locked host gets exception 04 like for every protected register, so telemetry
+# software cannot reset it by accident.  Anything that changes the registers
+# *behind* the app's back (the factory-defaults command, which resets every
+# persisted register) is undone on the next tick and saved again: factory defaults
+# reset settings, not the pump's life.
+#
+# Flash wear budget: a config save erases and rewrites one 4 KiB sector (the store
+# alternates two).  Run hours ask for a save (``save_due``) once per hour during
+# which at least one pump turned -- not per pump, not per 0.01 h step -- so at most
+# **24 saves a day**, i.e. 12 erase cycles a day on each config sector, plus
+# whatever the operator writes.  Against the NOR flash of the RP2040 boards
+# (W25Q16JV: 100 000 erase cycles) that is 100 000 / 12 = 8 300 days, ~22 years.
+# STM32 on-chip flash is rated 10 000 cycles: ~2.3 years at this rate, so a board
+# with on-chip config flash must put the config store on a part with more
+# endurance (or append copies within a sector) before it runs a CDU.
+# What a power cut costs: the run time since the last save, < 1 h per pump
+# (a reboot command saves the live value first).
 
 from micropython import const
 
@@ -87,12 +89,9 @@ class RunHours:
                 self.save_due = True
 
     def write(self, addr, raw):
-        """A host write (access-checked, not yet stored) to one word of a counter.
-
-        The other word is taken from the bank, so an FC 16 of both words (high word
-        first) ends with exactly the written value.  Returns 0 (adopted) or exception
-        03 (over the maximum).
-        """
+        """A host write to one word of a counter: 0 (adopted) or exception 03."""
+        # access-checked, not yet stored; the other word comes from the bank, so an
+        # FC 16 of both words (high word first) ends with exactly the written value
         off = addr - self.base
         i = off // self.stride
         a = addr - off % self.stride

@@ -8,9 +8,11 @@ alarms in memory); to ack live, use the REST API (POST /api/alarms/{id}/ack).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import click
+from rich import box
 from rich.table import Table
 
 from rackctl.cli.common import (
@@ -20,7 +22,6 @@ from rackctl.cli.common import (
     TimeParam,
     cli_errors,
     db_option,
-    iso,
     open_store,
     stdout_console,
 )
@@ -35,30 +36,38 @@ def _manager(db_path: str) -> Any:
 
 
 def alarm_table(alarms: list[Any], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("id", "device", "alarm", "severity", "state", "raised", "cleared", "message"):
-        table.add_column(col, justify="right" if col == "id" else "left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    cleared = any(a.cleared_at for a in alarms)  # open alarms only: no empty column
+    cols = ("id", "device", "alarm", "severity", "state", "raised", *(("cleared",) if cleared else ()), "message")
+    for col in cols:
+        table.add_column(col, justify="right" if col == "id" else "left", no_wrap=col != "message")
     for a in alarms:
         style = SEVERITY_STYLE.get(a.severity, "") if a.active else "dim"
-        table.add_row(
+        row = [
             str(a.id),
             f"{a.device_name} ({a.device})",
             a.name,
             a.severity,
             a.state + (" acked" if a.acked and a.active else ""),
-            iso(a.raised_at),
-            iso(a.cleared_at) if a.cleared_at else "",
-            a.message,
-            style=style,
-        )
+            short_time(a.raised_at),
+        ]
+        if cleared:
+            row.append(short_time(a.cleared_at) if a.cleared_at else "")
+        table.add_row(*row, a.message, style=style)
     return table
+
+
+def short_time(ts: float) -> str:
+    """Local ``MM-DD HH:MM:SS`` for the table (JSON keeps full ISO 8601 UTC): a full
+    ISO stamp per column made each alarm wrap over three lines in 80 columns."""
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
 
 
 @click.group(invoke_without_command=True)
 @db_option
 @click.option("--all", "show_all", is_flag=True, help="Include cleared alarms (history).")
 @click.option("--since", type=TimeParam(), default="-7d", show_default=True, help="With --all: start.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 @cli_errors
 def command(ctx: click.Context, db_path: str, show_all: bool, since: float, as_json: bool) -> None:
@@ -84,7 +93,7 @@ def command(ctx: click.Context, db_path: str, show_all: bool, since: float, as_j
 @command.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include cleared alarms (history).")
 @click.option("--since", type=TimeParam(), default="-7d", show_default=True, help="With --all: start.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def list_alarms(ctx: click.Context, show_all: bool, since: float, as_json: bool) -> None:
     """List open alarms (the same as `rackctl alarms` with no subcommand)."""

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -135,7 +136,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    """Rich console for command output. Piped or redirected, rich would assume 80
+    columns and clip or wrap every table cell; a file has no width, so use 160."""
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, soft_wrap=False, width=max(console.width, 160))
+    return console
 
 
 # ----------------------------------------------------------------- bus options
@@ -213,13 +219,16 @@ _URL_PORT = re.compile(r"^[a-z0-9+]+://", re.I)
 def _rtu_link(bus: BusOptions) -> Any:
     from rackctl.modbus_client import RtuClient
 
-    if not _URL_PORT.match(bus.port) and not os.path.exists(bus.port):
-        raise CliError(
-            f"cannot open {bus.port}: no such device — check --port "
-            "(USB adapters are /dev/ttyUSB*, /dev/ttyACM*; the emulated rack's pty is "
-            "the path `rackctl sim --pty` printed)",
-            EXIT_CONFIG,
-        )
+    if not _URL_PORT.match(bus.port):
+        if not os.path.exists(bus.port):
+            raise CliError(
+                f"cannot open {bus.port}: no such device — check --port "
+                "(USB adapters are /dev/ttyUSB*, /dev/ttyACM*; the emulated rack's pty is "
+                "the path `rackctl sim --pty` printed)",
+                EXIT_CONFIG,
+            )
+        if not stat.S_ISCHR(os.stat(bus.port).st_mode):
+            raise CliError(f"{bus.port} is not a serial device — check --port", EXIT_CONFIG)
 
     return RtuClient(
         bus.port, baud=bus.baud, parity=bus.parity, timeout=bus.timeout, retries=bus.retries
@@ -245,6 +254,14 @@ async def open_link(bus: BusOptions) -> AsyncIterator[Any]:
         ) from exc
     except OSError as exc:
         raise CliError(f"cannot open {bus.port}: {exc.strerror or exc}", EXIT_CONFIG) from exc
+    except Exception as exc:
+        if type(exc).__module__ != "termios":  # termios.error is not an OSError
+            raise
+        hint = " — a pty has no parity: use --parity N" if bus.parity != "N" else ""
+        raise CliError(
+            f"cannot set {bus.baud} 8{bus.parity}1 on {bus.port}: {exc.args[-1]}{hint}",
+            EXIT_CONFIG,
+        ) from exc
     try:
         yield link
     finally:

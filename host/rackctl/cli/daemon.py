@@ -70,20 +70,26 @@ async def serve(
 ) -> None:
     """Start the daemon and its HTTP server; run until ``stop`` is set; stop both."""
     server = HttpServer(daemon, cfg.http.token, cfg.http.bind, cfg.http.port)
-    await daemon.start()
+    # bind first: a second daemon started by mistake must fail before it opens the
+    # serial port and steals replies from the one already polling that bus
     try:
-        try:
-            await server.start()
-        except OSError as exc:
-            raise CliError(
-                f"cannot listen on {cfg.http.bind}:{cfg.http.port}: {exc.strerror or exc} "
-                "— choose another with --http HOST:PORT",
-                EXIT_CONFIG,
-            ) from None
+        await server.start()
+    except OSError as exc:
+        daemon.store.close()
+        raise CliError(
+            f"cannot listen on {cfg.http.bind}:{cfg.http.port}: {exc.strerror or exc} "
+            "— choose another with --http HOST:PORT (or is a daemon already running?)",
+            EXIT_CONFIG,
+        ) from None
+    try:
+        await daemon.start()
         if cfg.http.bind not in ("127.0.0.1", "::1", "localhost"):
             log.warning("HTTP API bound to %s: reachable from the network", cfg.http.bind)
         if not cfg.http.token:
-            log.warning("no [http] token configured: REST writes are disabled")
+            log.warning(
+                "no [http] token configured: REST writes and alarm acks are disabled "
+                "(set [http] token, or RACKCTL_TOKEN for `rackctl run`)"
+            )
         if on_ready is not None:
             result = on_ready(server)
             if asyncio.iscoroutine(result):

@@ -107,7 +107,7 @@ def _emit(header: list[str], rows: list[list[Any]], fmt: str, output: Any, title
     else:
         table = Table(title=f"{title} ({len(rows)} rows)")
         for col in header:
-            table.add_column(col, justify="left" if col in ("time", "device", "register") else "right")
+            table.add_column(col, justify="left" if col in ("time", "device", "register", "map", "unit") else "right")
         for r in rows:
             table.add_row(*(_cell(v) for v in r))
         console = stdout_console() if output.name == "<stdout>" else Console(file=output, width=120)

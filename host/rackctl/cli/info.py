@@ -44,7 +44,7 @@ async def board_info(bus: BusOptions, unit: int) -> tuple[dict[str, Any], Any, l
 @click.command()
 @bus_options
 @click.option("--unit", "-u", type=click.IntRange(1, 247), required=True, help="Unit id.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @cli_errors
 def command(bus: BusOptions, unit: int, as_json: bool) -> None:
     """Show who a board is, its health counters and its settings."""

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.live import Live
 
 from rackctl.cli.common import (
@@ -116,8 +115,6 @@ async def monitor_loop(
     view_mode: str = "auto",
 ) -> None:
     console = stdout_console()
-    if not console.is_terminal:  # a file or pipe: no reason to clip columns at 80
-        console = Console(highlight=False, soft_wrap=False, width=max(console.width, 160))
     if ids is None:  # a short probe like `rackctl scan`: ~3 s for an empty 1-32
         probe = BusOptions(bus.port, bus.baud, bus.parity, min(bus.timeout, 0.1), 0)
         async with open_link(probe) as link:

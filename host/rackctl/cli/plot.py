@@ -7,6 +7,7 @@ axis, so volts and amperes are never drawn against one scale.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import click
@@ -28,12 +29,14 @@ def render_png(series: list[tuple[str, str, list[tuple[Any, ...]]]], title: str,
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     units = list(dict.fromkeys(u for _l, u, _r in series))
     fig, axes = plt.subplots(len(units), 1, sharex=True, figsize=(10, 2.6 * len(units) + 0.6), squeeze=False)
     for (label, unit, rows) in series:
         ax = axes[units.index(unit)][0]
+        rows = break_gaps(rows)
         xs = [dt.datetime.fromtimestamp(r[0]) for r in rows]
         ax.plot(xs, [r[1] for r in rows], label=label, linewidth=1.2)
         if rows and len(rows[0]) == 4:  # bucketed: shade min..max
@@ -41,6 +44,9 @@ def render_png(series: list[tuple[str, str, list[tuple[Any, ...]]]], title: str,
         ax.set_ylabel(unit or "value")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
+    locator = mdates.AutoDateLocator()
+    axes[-1][0].xaxis.set_major_locator(locator)
+    axes[-1][0].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # 14:45, not "25 14:45"
     axes[0][0].set_title(title)
     first = next((r[0][0] for _l, _u, r in series if r), None)
     if first is not None:
@@ -52,13 +58,31 @@ def render_png(series: list[tuple[str, str, list[tuple[Any, ...]]]], title: str,
     plt.close(fig)
 
 
+def break_gaps(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Insert a NaN row where samples stop for much longer than usual (daemon stopped,
+    device dormant), so the plot shows a gap instead of a straight line across it."""
+    if len(rows) < 3:
+        return rows
+    steps = sorted(b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False))
+    limit = max(10 * steps[len(steps) // 2], 30.0)
+    out = [rows[0]]
+    for prev, row in zip(rows, rows[1:], strict=False):
+        if row[0] - prev[0] > limit:
+            out.append((prev[0] + 1e-3, *([math.nan] * (len(row) - 1))))
+        out.append(row)
+    return out
+
+
 @click.command()
 @db_option
 @click.argument("device")
 @click.argument("registers", nargs=-1, required=True)
 @time_range_options
 @click.option("--resolution", type=click.FloatRange(min=0), help="Bucket seconds; 0 = raw.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="plot.png", show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), default="plot.png", show_default=True,
+    help="PNG file to write.",
+)
 @cli_errors
 def command(
     db_path: str,

@@ -49,7 +49,7 @@ async def read_registers(
     type=click.Choice(["common", "power_shelf", "cdu"]),
     help="Register map (default: read the board's identity to choose).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.argument("registers", nargs=-1)
 @cli_errors
 def command(

@@ -105,7 +105,11 @@ def links_for(cfg: Any) -> dict[str, Any] | None:
 async def live_view(daemon: Any, server: HttpServer, stop: asyncio.Event, interactive: bool, every: float) -> None:
     """Redraw the monitor (TTY) or log a summary line every ``every`` seconds."""
     console = stdout_console()
-    footer = f"REST {server.url}/api/devices   metrics {server.url}/metrics   details: rackctl monitor   Ctrl-C stops"
+    # not "rackctl monitor": the daemon holds the bus port, a second opener would fail
+    footer = (
+        f"REST {server.url}/api/devices   metrics {server.url}/metrics   "
+        f"all values: {server.url}/api/devices/ID/values   Ctrl-C stops"
+    )
 
     def frame() -> Any:
         return rack_overview(view.devices(daemon), view.latest(daemon), view.alarms(daemon), footer=footer)

@@ -119,7 +119,12 @@ async def do_write(
     envvar="RACKCTL_UNLOCK_KEY",
     help="Board unlock key (env RACKCTL_UNLOCK_KEY).",
 )
-@click.option("--map", "map_name", type=click.Choice(["common", "power_shelf", "cdu"]))
+@click.option(
+    "--map",
+    "map_name",
+    type=click.Choice(["common", "power_shelf", "cdu"]),
+    help="Register map (default: read the board's identity to choose).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.argument("register")
 @click.argument("value")
