@@ -278,6 +278,12 @@ class Board:
         self.unlock.poll(now_ms)
         if self.app is not None:
             self.app.tick(now_ms)
+            if getattr(self.app, "save_request", False):
+                # the app changed a persisted register itself (CDU run hours): save it
+                # like a host write -- debounced, and only while the bus is idle
+                self.app.save_request = False
+                self._cfg_dirty = True
+                self._cfg_dirty_at = now_ms
         self._publish_status(now_ms)
         if self.window.changed():
             self.window.refresh()
