@@ -39,6 +39,7 @@ run: setup
 	@$(VENV)/bin/rackctl run
 
 test: setup
+	@$(VENV)/bin/ruff check --quiet .
 	@mkdir -p artifacts
 	@$(PY) -m pytest -q --junitxml=artifacts/junit.xml $(PYTEST_ARGS)
 
@@ -50,7 +51,6 @@ bench: setup
 
 lint: setup
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/ruff format --check protocols host || true
 
 gen: setup
 	@$(PY) -m rackproto.codegen.write
