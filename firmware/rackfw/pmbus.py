@@ -246,25 +246,8 @@ class Pmbus:
 
     def send_byte(self, addr, cmd):
         """Send-byte command (e.g. CLEAR_FAULTS): the command code only (+ PEC)."""
-        if self.pec:
-            b = self._w1
-            b[0] = crc8(self._head_crc(addr, cmd, False), b, 0)
-            try:
-                self.i2c.writeto_mem(addr, cmd, b)
-            except OSError:
-                self.err = ERR_NACK
-                self.nacks += 1
-                return False
-            self.err = ERR_NONE
-            return True
-        try:
-            self.i2c.writeto_mem(addr, cmd, b"")
-        except OSError:
-            self.err = ERR_NACK
-            self.nacks += 1
-            return False
-        self.err = ERR_NONE
-        return True
+        # with PEC the one-byte buffer carries the PEC; without, nothing follows the code
+        return self._write(addr, cmd, self._w1 if self.pec else b"", 0)
 
     def read_block(self, addr, cmd):
         """Block read (MFR_* strings): the data as ``str`` (ASCII, trailing NUL/space

@@ -584,3 +584,31 @@ def test_pico_shelf_wires_i2c0_and_publishes_psu_identity(monkeypatch):
     mod._publish_psu_identity(board, mod._psus[0])
     base = R.PSU_BASE + 4 * R.PSU_STRIDE + R.PSU_SERIAL
     assert list(board.bank.ir[base:base + 3]) == [ord("S") << 8 | ord("N"), ord("-") << 8 | ord("5"), 0]
+
+
+class _RecordingI2C:
+    def __init__(self, nack=False):
+        self.writes = []
+        self.nack = nack
+
+    def writeto_mem(self, addr, cmd, buf):
+        if self.nack:
+            raise OSError(5)
+        self.writes.append((addr, cmd, bytes(buf)))
+
+
+@pytest.mark.parametrize("pec", [True, False])
+def test_send_byte_sends_the_command_code_and_only_the_pec(pec):
+    i2c = _RecordingI2C()
+    bus = pm.Pmbus(i2c, pec=pec)
+    assert bus.send_byte(0x58, 0x03) is True  # CLEAR_FAULTS
+    header = bytes(((0x58 << 1) & 255, 0x03))
+    want = bytes((_ns["pec8"](0, header, 2),)) if pec else b""
+    assert i2c.writes == [(0x58, 0x03, want)]
+    assert bus.err == pm.ERR_NONE
+
+
+def test_send_byte_to_a_missing_device_is_a_counted_nack():
+    bus = pm.Pmbus(_RecordingI2C(nack=True), pec=True)
+    assert bus.send_byte(0x59, 0x03) is False
+    assert bus.err == pm.ERR_NACK and bus.nacks == 1
