@@ -41,13 +41,9 @@ MINUTES = 10
 
 
 @pytest.fixture(scope="module")
-def mcu():
-    try:
-        proc = mcu_mod.McuProcess()
-    except mcu_mod.McuUnavailable as exc:
-        pytest.skip(str(exc))
-    yield proc
-    proc.close()
+def mcu(mcu_process):
+    """The module's McuProcess (conftest.mcu_process)."""
+    return mcu_process
 
 
 def ir(node, start, n):

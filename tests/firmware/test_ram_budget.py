@@ -97,14 +97,9 @@ def requests_for(board: str) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def mcu():
-    mcu_mod = pytest.importorskip("rackhil.mcu")
-    try:
-        proc = mcu_mod.McuProcess()
-    except mcu_mod.McuUnavailable as exc:
-        pytest.skip(str(exc))
-    yield proc
-    proc.close()
+def mcu(mcu_process):
+    """The module's McuProcess (conftest.mcu_process)."""
+    return mcu_process
 
 
 def serve(node, reqs: list[bytes], rounds: int, gap_us: int = 30_000) -> tuple[int, int]:
